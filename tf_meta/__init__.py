@@ -1,0 +1,8 @@
+"""tf_meta: meta-learning and meta-optimization as Keras 3 models on TensorFlow."""
+
+from tf_meta import adaptation, data, evaluation, models
+from tf_meta.algorithms import MAML, MetaLearner
+
+__version__ = "0.1.0"
+
+__all__ = ["MAML", "MetaLearner", "adaptation", "data", "evaluation", "models"]

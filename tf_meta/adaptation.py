@@ -1,0 +1,151 @@
+"""Pure functions on fast weights: stateless predictions, support losses, update rules.
+
+Fast weights are plain tensors, one per trainable variable of a Keras model and in the
+order of `model.trainable_variables`. Nothing here reads or writes a variable: the network
+is run on the fast weights through `keras.Model.stateless_call`, so a `tf.GradientTape`
+around these functions sees every operation and can differentiate through adaptation
+(second-order MAML, Finn et al. 2017).
+"""
+
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+
+def predictions(
+    model: keras.Model,
+    trainable_values: Sequence[tf.Tensor],
+    non_trainable_values: Sequence[tf.Tensor],
+    inputs: tf.Tensor,
+) -> tf.Tensor:
+    """Runs `model` on `inputs` with the given weight values, in training mode.
+
+    Training mode makes normalization layers use the statistics of the batch they see
+    (transductive batch normalization, as in MAML); the updated moving statistics that
+    `stateless_call` returns are discarded, so the model's variables never change.
+
+    Args:
+        model: A built Keras model.
+        trainable_values: One tensor per entry of `model.trainable_variables`.
+        non_trainable_values: One tensor per entry of `model.non_trainable_variables`.
+        inputs: The model's input batch.
+
+    Returns:
+        The model's outputs, cast to float32 when the model computes in lower precision.
+    """
+    outputs, _ = model.stateless_call(
+        list(trainable_values), list(non_trainable_values), inputs, training=True
+    )
+    if outputs.dtype != tf.float32 and outputs.dtype.is_floating:
+        outputs = tf.cast(outputs, tf.float32)
+    return outputs
+
+
+def mean_loss(loss: Callable, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+    """The mean of a per-example loss over all examples, with no distribution scaling.
+
+    Keras scales a reduced loss by `1 / num_replicas_in_sync` so that the replicas'
+    gradients add up to the global mean. An inner-loop loss belongs to one task on one
+    replica and must not be scaled, so the per-example values are averaged here directly.
+
+    Args:
+        loss: A per-example loss function (see `per_example_loss`).
+        targets: The targets of one task.
+        outputs: The predictions for those targets.
+
+    Returns:
+        A float32 scalar.
+    """
+    return tf.reduce_mean(tf.cast(loss(targets, outputs), tf.float32))
+
+
+def loss_and_gradients(
+    model: keras.Model,
+    loss: Callable,
+    trainable_values: Sequence[tf.Tensor],
+    non_trainable_values: Sequence[tf.Tensor],
+    inputs: tf.Tensor,
+    targets: tf.Tensor,
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """The support loss of one task and its gradient with respect to the fast weights.
+
+    The gradient is computed on a tape of its own. When an enclosing tape is recording
+    (the outer loop), the gradient stays differentiable: its own gradient is the
+    second-order term of MAML. Stop it to get first-order MAML.
+
+    Args:
+        model: A built Keras model.
+        loss: A per-example loss function (see `per_example_loss`).
+        trainable_values: Fast weights, one per trainable variable of `model`.
+        non_trainable_values: One tensor per non-trainable variable of `model`.
+        inputs: Support inputs of one task.
+        targets: Support targets of one task.
+
+    Returns:
+        The scalar loss and a list of gradients shaped like `trainable_values` (zeros for a
+        weight the loss does not depend on).
+    """
+    trainable_values = list(trainable_values)
+    with tf.GradientTape() as tape:
+        tape.watch(trainable_values)
+        value = mean_loss(
+            loss, targets, predictions(model, trainable_values, non_trainable_values, inputs)
+        )
+    gradients = tape.gradient(
+        value, trainable_values, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return value, gradients
+
+
+def gradient_descent_step(
+    weights: Sequence[tf.Tensor],
+    gradients: Sequence[tf.Tensor],
+    learning_rates: float | tf.Tensor | Sequence[tf.Tensor],
+) -> list[tf.Tensor]:
+    """One step of gradient descent on fast weights: `w - learning_rate * g`.
+
+    Args:
+        weights: Fast weights.
+        gradients: Gradients shaped like `weights`.
+        learning_rates: One scalar for all weights, or one tensor per weight (broadcast
+            against it, e.g. the per-parameter rates of Meta-SGD).
+
+    Returns:
+        The updated fast weights.
+    """
+    if isinstance(learning_rates, Sequence):
+        rates = list(learning_rates)
+    else:
+        rates = [learning_rates] * len(weights)
+    return [
+        weight - tf.cast(rate, weight.dtype) * tf.cast(gradient, weight.dtype)
+        for weight, gradient, rate in zip(weights, gradients, rates, strict=True)
+    ]
+
+
+def per_example_loss(identifier: str | Callable | keras.losses.Loss) -> Callable:
+    """Turns a Keras loss identifier into a function giving per-example loss values.
+
+    Args:
+        identifier: A loss name (`"mse"`), a function `(y_true, y_pred) -> values`, or a
+            `keras.losses.Loss` (whose unreduced `call` is used).
+
+    Returns:
+        A function `(y_true, y_pred) -> values` with no reduction over examples.
+
+    Raises:
+        ValueError: If `identifier` is not a single loss (a list or dict of losses, for
+            models with several outputs, needs an explicit `inner_loss`), or is unknown.
+    """
+    if isinstance(identifier, (list, tuple, dict)):
+        raise ValueError(
+            "The inner loss must be a single loss; received a "
+            f"{type(identifier).__name__} of losses: {identifier!r}. Pass `inner_loss=`."
+        )
+    resolved = keras.losses.get(identifier)
+    if isinstance(resolved, keras.losses.Loss):
+        return resolved.call
+    if callable(resolved):
+        return resolved
+    raise ValueError(f"Could not interpret the loss {identifier!r}.")

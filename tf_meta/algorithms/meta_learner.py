@@ -1,0 +1,338 @@
+"""The base class of every meta-learner: a `keras.Model` over episode batches."""
+
+from collections.abc import Callable, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_meta import adaptation
+
+EPISODE_KEYS = ("support_x", "support_y", "query_x")
+EPISODE_FORMAT = (
+    "An episode batch is the pair (x, y) with x = {'support_x': [tasks, shots, *features], "
+    "'support_y': [tasks, shots, *targets], 'query_x': [tasks, queries, *features]} and "
+    "y = query_y: [tasks, queries, *targets]."
+)
+
+
+def _shape(value) -> tf.TensorShape:
+    return tf.TensorShape(getattr(value, "shape", np.shape(value)))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{message} {EPISODE_FORMAT}")
+
+
+def validate_episode(inputs, targets=None) -> None:
+    """Checks that `(inputs, targets)` is an episode batch with consistent shapes.
+
+    Dimensions unknown at trace time (the task axis under a distribution strategy) are
+    skipped; every known dimension must match exactly, so nothing is broadcast silently.
+
+    Args:
+        inputs: The `x` of an episode batch: a dict with the keys of `EPISODE_KEYS`.
+        targets: The `y` of an episode batch (`query_y`), or None when there is none.
+
+    Raises:
+        ValueError: Naming the key and the shapes received and expected, if `inputs` is not
+            a dict, a key is missing or unknown, a rank is too low, or two shapes that must
+            agree do not.
+    """
+    _require(
+        isinstance(inputs, Mapping),
+        f"Expected an episode batch, received x of type {type(inputs).__name__}.",
+    )
+    missing = [key for key in EPISODE_KEYS if key not in inputs]
+    unexpected = sorted(key for key in inputs if key not in EPISODE_KEYS)
+    hint = " Pass query_y as the target y, not inside x." if "query_y" in unexpected else ""
+    _require(
+        not missing and not unexpected,
+        f"Episode keys missing: {missing}, unexpected: {unexpected}; received keys "
+        f"{sorted(inputs)}, expected {list(EPISODE_KEYS)}.{hint}",
+    )
+    shapes = {key: _shape(inputs[key]) for key in EPISODE_KEYS}
+    if targets is not None:
+        shapes["query_y"] = _shape(targets)
+    minimum_ranks = {"support_x": 3, "support_y": 2, "query_x": 3, "query_y": 2}
+    for key, shape in shapes.items():
+        _require(
+            shape.rank is not None and shape.rank >= minimum_ranks[key],
+            f"'{key}' must have rank >= {minimum_ranks[key]} ([tasks, examples, ...]); "
+            f"received shape {shape}.",
+        )
+
+    def agree(key, dims, other, other_dims, what):
+        received = shapes[key][dims[0] : dims[1]]
+        expected = shapes[other][other_dims[0] : other_dims[1]]
+        _require(
+            received.rank == expected.rank and received.is_compatible_with(expected),
+            f"'{key}' has {what} {received} but '{other}' has {expected} "
+            f"('{key}' shape {shapes[key]}, '{other}' shape {shapes[other]}).",
+        )
+
+    for key in shapes:
+        if key != "support_x":
+            agree(key, (0, 1), "support_x", (0, 1), "task axis")
+    agree("support_y", (1, 2), "support_x", (1, 2), "examples")
+    agree("query_x", (2, None), "support_x", (2, None), "feature shape")
+    if targets is not None:
+        agree("query_y", (1, 2), "query_x", (1, 2), "examples")
+        agree("query_y", (2, None), "support_y", (2, None), "target shape")
+
+
+@keras.saving.register_keras_serializable(package="tf_meta")
+class MetaLearner(keras.Model):
+    """A meta-learner: a Keras model that adapts a wrapped network to each task.
+
+    Calling the learner on an episode batch `x` adapts to each task's support set and
+    returns the query predictions `[tasks, queries, ...]`, so `fit`, `evaluate` and
+    `predict` work on episode batches (see `EPISODE_FORMAT`) and `compile(loss=...,
+    metrics=[...])` applies to `(query_y, query_predictions)`. The compiled loss is the
+    outer (query) loss and, unless `inner_loss` is given, also the inner (support) loss.
+
+    Tasks of a meta-batch are adapted one after another inside the graph (`tf.map_fn`);
+    the task axis may be unknown at trace time, as it is per replica under a
+    `tf.distribute` strategy. The inner loss is averaged per task without the
+    `1 / num_replicas` scaling that Keras applies to the outer loss, so a step under a
+    strategy equals the same step on one device.
+
+    Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
+    the network through `stateless_call` in training mode: the wrapped model's variables
+    never change, and batch normalization uses the statistics of the batch it sees during
+    adaptation and query prediction (transductive, as in MAML); its moving statistics are
+    never updated.
+
+    Args:
+        model: The network to meta-learn: any built or unbuilt Keras model (Sequential,
+            functional or subclassed) mapping one task's examples `[examples, *features]`
+            to predictions.
+        inner_loss: The support loss of the inner loop (a Keras loss identifier). None
+            uses the loss given to `compile`.
+        **kwargs: Passed to `keras.Model` (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: If `model` is not a Keras model, or is built and has no trainable
+            weights.
+    """
+
+    def __init__(self, model: keras.Model, inner_loss=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"`model` must be a keras.Model; received {type(model).__name__}: {model!r}."
+            )
+        self.model = model
+        self.inner_loss = inner_loss
+        if model.built:
+            self._check_trainable_weights()
+
+    def _check_trainable_weights(self) -> None:
+        if not self.model.trainable_weights:
+            raise ValueError(
+                f"`model` ({self.model.name}) has no trainable weights: there is nothing to "
+                "adapt or meta-learn."
+            )
+
+    def build(self, input_shape):
+        """Builds the wrapped model for one task's inputs.
+
+        Args:
+            input_shape: A dict of shapes with the keys of an episode batch.
+        """
+        shapes = {key: tf.TensorShape(shape) for key, shape in dict(input_shape).items()}
+        validate_episode({key: keras.KerasTensor(shape) for key, shape in shapes.items()})
+        if not self.model.built:
+            self.model.build((None, *shapes["support_x"][2:]))
+        self._check_trainable_weights()
+        self.built = True
+
+    @property
+    def support_loss(self) -> Callable:
+        """The per-example loss of the inner loop: `inner_loss`, or else the compiled loss.
+
+        Raises:
+            ValueError: If there is neither.
+        """
+        identifier = self.inner_loss if self.inner_loss is not None else self.loss
+        if identifier is None:
+            raise ValueError(
+                "No inner loss: pass `inner_loss=` to the learner or `loss=` to `compile`."
+            )
+        return adaptation.per_example_loss(identifier)
+
+    def adapt_weights(
+        self,
+        trainable_values: list[tf.Tensor],
+        non_trainable_values: list[tf.Tensor],
+        support_x: tf.Tensor,
+        support_y: tf.Tensor,
+        steps: int | None = None,
+        training: bool = False,
+    ) -> list[tf.Tensor]:
+        """The inner loop for one task: from initial to adapted fast weights.
+
+        Args:
+            trainable_values: Initial fast weights, one per trainable variable of `.model`.
+            non_trainable_values: Values of the non-trainable variables of `.model`.
+            support_x: Support inputs of one task, `[shots, *features]`.
+            support_y: Support targets of one task, `[shots, *targets]`.
+            steps: Number of inner steps; None uses the learner's default for `training`.
+            training: Whether this is a meta-training step (whose outer gradient may flow
+                through adaptation) or evaluation.
+
+        Returns:
+            The adapted fast weights.
+        """
+        raise NotImplementedError
+
+    def _weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        return (
+            [variable.value for variable in self.model.trainable_variables],
+            [variable.value for variable in self.model.non_trainable_variables],
+        )
+
+    def call(self, inputs, training=False):
+        """Adapts to each task's support set and predicts its queries.
+
+        Args:
+            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+            training: Whether this is a meta-training step.
+
+        Returns:
+            Query predictions `[tasks, queries, *outputs]`.
+        """
+        return self.adapt_and_predict(inputs, training=training)
+
+    def adapt_and_predict(self, inputs, steps: int | None = None, training: bool = False):
+        """Adapts to each task's support set with `steps` inner steps and predicts queries.
+
+        Args:
+            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+            steps: Number of inner steps; None uses the learner's default.
+            training: Whether this is a meta-training step.
+
+        Returns:
+            Query predictions `[tasks, queries, *outputs]`, float32.
+
+        Raises:
+            ValueError: If `inputs` is not a valid episode batch.
+        """
+        validate_episode(inputs)
+        support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
+        trainable_values, non_trainable_values = self._weight_values()
+        output = self.model.compute_output_spec(
+            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
+        )
+
+        def one_task(task):
+            task_support_x, task_support_y, task_query_x = task
+            weights = self.adapt_weights(
+                trainable_values,
+                non_trainable_values,
+                task_support_x,
+                task_support_y,
+                steps=steps,
+                training=training,
+            )
+            return adaptation.predictions(
+                self.model, weights, non_trainable_values, task_query_x
+            )
+
+        return tf.map_fn(
+            one_task,
+            (support_x, support_y, query_x),
+            fn_output_signature=tf.TensorSpec(output.shape, tf.float32),
+        )
+
+    def train_step(self, data):
+        """One meta-training step: Keras's own step, after validating the episode batch."""
+        _validate_labelled_episode(data)
+        return super().train_step(data)
+
+    def test_step(self, data):
+        """One evaluation step: post-adaptation query loss and metrics."""
+        _validate_labelled_episode(data)
+        return super().test_step(data)
+
+    def adapt(self, support_x, support_y, steps: int | None = None) -> list[tf.Tensor]:
+        """Adapts to one task and returns its fast weights.
+
+        Args:
+            support_x: Support inputs of one task, `[shots, *features]` (no task axis).
+            support_y: Support targets of one task, `[shots, *targets]`.
+            steps: Number of inner steps; None uses the learner's evaluation default.
+
+        Returns:
+            The adapted weights, one tensor per entry of `.model.trainable_variables`.
+
+        Raises:
+            ValueError: If the support inputs and targets disagree in their number of
+                examples.
+        """
+        support_x = tf.convert_to_tensor(support_x)
+        support_y = tf.convert_to_tensor(support_y)
+        validate_episode(
+            {"support_x": support_x[None], "support_y": support_y[None], "query_x": support_x[None]}
+        )
+        if not self.model.built:
+            self.model.build((None, *support_x.shape[1:]))
+        trainable_values, non_trainable_values = self._weight_values()
+        return self.adapt_weights(
+            trainable_values, non_trainable_values, support_x, support_y, steps=steps
+        )
+
+    def adapted_model(self, support_x, support_y, steps: int | None = None) -> keras.Model:
+        """A standalone copy of `.model` holding the weights adapted to one task.
+
+        The copy is an ordinary Keras model: call it, save it or fine-tune it further.
+        Note that in inference mode its batch-normalization layers use moving statistics,
+        which meta-training does not update; call it with `training=True` to predict
+        transductively as the learner does.
+
+        Args:
+            support_x: Support inputs of one task, `[shots, *features]`.
+            support_y: Support targets of one task, `[shots, *targets]`.
+            steps: Number of inner steps; None uses the learner's evaluation default.
+
+        Returns:
+            A new `keras.Model`; the learner and `.model` are unchanged.
+        """
+        weights = self.adapt(support_x, support_y, steps=steps)
+        clone = keras.models.clone_model(self.model)
+        if not clone.built:
+            clone.build((None, *tf.TensorShape(np.shape(support_x))[1:]))
+        for variable, value in zip(clone.trainable_variables, weights, strict=True):
+            variable.assign(value)
+        for variable, source in zip(
+            clone.non_trainable_variables, self.model.non_trainable_variables, strict=True
+        ):
+            variable.assign(source)
+        return clone
+
+    def get_config(self):
+        """The learner's configuration, with the wrapped model serialized inside it."""
+        config = super().get_config()
+        config["model"] = keras.saving.serialize_keras_object(self.model)
+        config["inner_loss"] = (
+            None if self.inner_loss is None else keras.losses.serialize(self.inner_loss)
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuilds a learner from `get_config`'s output."""
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"], custom_objects=custom_objects
+        )
+        if config.get("inner_loss") is not None:
+            config["inner_loss"] = keras.losses.deserialize(config["inner_loss"])
+        return cls(**config)
+
+
+def _validate_labelled_episode(data) -> None:
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    _require(y is not None, "The episode batch has no targets: pass query_y as y.")
+    validate_episode(x, y)
