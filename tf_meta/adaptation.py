@@ -2,7 +2,7 @@
 
 Fast weights are plain tensors, one per trainable variable of a Keras model and in the
 order of `model.trainable_variables`. Nothing here reads or writes a variable: the network
-is run on the fast weights through `keras.Model.stateless_call`, so a `tf.GradientTape`
+is run on the fast weights in a `keras.StatelessScope` (as `stateless_call` does), so a `tf.GradientTape`
 around these functions sees every operation and can differentiate through adaptation
 (second-order MAML, Finn et al. 2017).
 """
@@ -21,9 +21,12 @@ def predictions(
 ) -> tf.Tensor:
     """Runs `model` on `inputs` with the given weight values, in training mode.
 
-    Training mode makes normalization layers use the statistics of the batch they see
-    (transductive batch normalization, as in MAML); the updated moving statistics that
-    `stateless_call` returns are discarded, so the model's variables never change.
+    This is `model.stateless_call`, except that the model is entered through `__call__`
+    so that `training=True` reaches every layer even when the model's own `call` takes no
+    `training` argument (common in subclassed models). Training mode makes normalization
+    layers use the statistics of the batch they see (transductive batch normalization, as
+    in MAML); the moving statistics they would update stay in the discarded stateless
+    scope, so the model's variables never change.
 
     Args:
         model: A built Keras model.
@@ -32,14 +35,20 @@ def predictions(
         inputs: The model's input batch.
 
     Returns:
-        The model's outputs, cast to float32 when the model computes in lower precision.
+        The model's outputs, cast to float32 when the model computes in half precision.
     """
-    outputs, _ = model.stateless_call(
-        list(trainable_values), list(non_trainable_values), inputs, training=True
-    )
-    if outputs.dtype != tf.float32 and outputs.dtype.is_floating:
-        outputs = tf.cast(outputs, tf.float32)
-    return outputs
+    mapping = list(zip(model.trainable_variables, trainable_values, strict=True))
+    mapping += list(zip(model.non_trainable_variables, non_trainable_values, strict=True))
+    with keras.StatelessScope(state_mapping=mapping):
+        outputs = model(inputs, training=True)
+    return at_least_float32(outputs)
+
+
+def at_least_float32(value: tf.Tensor) -> tf.Tensor:
+    """Casts float16 and bfloat16 values to float32; leaves other dtypes unchanged."""
+    if value.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(value, tf.float32)
+    return value
 
 
 def mean_loss(loss: Callable, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
@@ -55,9 +64,9 @@ def mean_loss(loss: Callable, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tens
         outputs: The predictions for those targets.
 
     Returns:
-        A float32 scalar.
+        A scalar of at least float32 precision.
     """
-    return tf.reduce_mean(tf.cast(loss(targets, outputs), tf.float32))
+    return tf.reduce_mean(at_least_float32(loss(targets, outputs)))
 
 
 def loss_and_gradients(
@@ -119,9 +128,14 @@ def gradient_descent_step(
     else:
         rates = [learning_rates] * len(weights)
     return [
-        weight - tf.cast(rate, weight.dtype) * tf.cast(gradient, weight.dtype)
+        weight - _as_dtype(rate, weight.dtype) * _as_dtype(gradient, weight.dtype)
         for weight, gradient, rate in zip(weights, gradients, rates, strict=True)
     ]
+
+
+def _as_dtype(value, dtype: tf.DType) -> tf.Tensor:
+    """Converts Python numbers directly to `dtype` (no float32 rounding on the way)."""
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
 
 
 def per_example_loss(identifier: str | Callable | keras.losses.Loss) -> Callable:

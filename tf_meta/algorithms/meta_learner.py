@@ -110,7 +110,7 @@ class MetaLearner(keras.Model):
             to predictions.
         inner_loss: The support loss of the inner loop (a Keras loss identifier). None
             uses the loss given to `compile`.
-        **kwargs: Passed to `keras.Model` (`name`, `dtype`, ...).
+        **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
         ValueError: If `model` is not a Keras model, or is built and has no trainable
@@ -118,11 +118,12 @@ class MetaLearner(keras.Model):
     """
 
     def __init__(self, model: keras.Model, inner_loss=None, **kwargs):
-        super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise ValueError(
                 f"`model` must be a keras.Model; received {type(model).__name__}: {model!r}."
             )
+        # Inputs reach the wrapped model uncast: its own layers cast them as they expect.
+        super().__init__(autocast=False, **kwargs)
         self.model = model
         self.inner_loss = inner_loss
         if model.built:
@@ -143,8 +144,7 @@ class MetaLearner(keras.Model):
         """
         shapes = {key: tf.TensorShape(shape) for key, shape in dict(input_shape).items()}
         validate_episode({key: keras.KerasTensor(shape) for key, shape in shapes.items()})
-        if not self.model.built:
-            self.model.build((None, *shapes["support_x"][2:]))
+        _build_network(self.model, shapes["support_x"][2:])
         self._check_trainable_weights()
         self.built = True
 
@@ -189,8 +189,8 @@ class MetaLearner(keras.Model):
 
     def _weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
         return (
-            [variable.value for variable in self.model.trainable_variables],
-            [variable.value for variable in self.model.non_trainable_variables],
+            [tf.convert_to_tensor(variable.value) for variable in self.model.trainable_variables],
+            [tf.convert_to_tensor(variable.value) for variable in self.model.non_trainable_variables],
         )
 
     def call(self, inputs, training=False):
@@ -214,7 +214,8 @@ class MetaLearner(keras.Model):
             training: Whether this is a meta-training step.
 
         Returns:
-            Query predictions `[tasks, queries, *outputs]`, float32.
+            Query predictions `[tasks, queries, *outputs]`, in float32 if the model
+            computes in half precision.
 
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
@@ -225,6 +226,7 @@ class MetaLearner(keras.Model):
         output = self.model.compute_output_spec(
             keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
         )
+        output_dtype = adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
 
         def one_task(task):
             task_support_x, task_support_y, task_query_x = task
@@ -243,7 +245,7 @@ class MetaLearner(keras.Model):
         return tf.map_fn(
             one_task,
             (support_x, support_y, query_x),
-            fn_output_signature=tf.TensorSpec(output.shape, tf.float32),
+            fn_output_signature=tf.TensorSpec(output.shape, output_dtype),
         )
 
     def train_step(self, data):
@@ -276,8 +278,7 @@ class MetaLearner(keras.Model):
         validate_episode(
             {"support_x": support_x[None], "support_y": support_y[None], "query_x": support_x[None]}
         )
-        if not self.model.built:
-            self.model.build((None, *support_x.shape[1:]))
+        _build_network(self.model, support_x.shape[1:], support_x.dtype)
         trainable_values, non_trainable_values = self._weight_values()
         return self.adapt_weights(
             trainable_values, non_trainable_values, support_x, support_y, steps=steps
@@ -301,8 +302,7 @@ class MetaLearner(keras.Model):
         """
         weights = self.adapt(support_x, support_y, steps=steps)
         clone = keras.models.clone_model(self.model)
-        if not clone.built:
-            clone.build((None, *tf.TensorShape(np.shape(support_x))[1:]))
+        _build_network(clone, np.shape(support_x)[1:], self.model.input_dtype)
         for variable, value in zip(clone.trainable_variables, weights, strict=True):
             variable.assign(value)
         for variable, source in zip(
@@ -316,7 +316,9 @@ class MetaLearner(keras.Model):
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.model)
         config["inner_loss"] = (
-            None if self.inner_loss is None else keras.losses.serialize(self.inner_loss)
+            self.inner_loss
+            if self.inner_loss is None or isinstance(self.inner_loss, str)
+            else keras.saving.serialize_keras_object(self.inner_loss)
         )
         return config
 
@@ -327,9 +329,17 @@ class MetaLearner(keras.Model):
         config["model"] = keras.saving.deserialize_keras_object(
             config["model"], custom_objects=custom_objects
         )
-        if config.get("inner_loss") is not None:
-            config["inner_loss"] = keras.losses.deserialize(config["inner_loss"])
+        if isinstance(config.get("inner_loss"), dict):
+            config["inner_loss"] = keras.saving.deserialize_keras_object(
+                config["inner_loss"], custom_objects=custom_objects
+            )
         return cls(**config)
+
+
+def _build_network(model: keras.Model, feature_shape, dtype=None) -> None:
+    """Builds `model` for examples of `feature_shape` by calling it symbolically."""
+    if not model.built:
+        model(keras.KerasTensor((None, *feature_shape), dtype=dtype or model.input_dtype))
 
 
 def _validate_labelled_episode(data) -> None:
