@@ -1,10 +1,10 @@
 """Pure functions on fast weights: stateless predictions, support losses, update rules.
 
 Fast weights are plain tensors, one per trainable variable of a Keras model and in the
-order of `model.trainable_variables`. Nothing here reads or writes a variable: the network
-is run on the fast weights in a `keras.StatelessScope` (as `stateless_call` does), so a `tf.GradientTape`
-around these functions sees every operation and can differentiate through adaptation
-(second-order MAML, Finn et al. 2017).
+order of `model.trainable_variables`. Nothing here writes a variable: the network is run
+on the fast weights in a `keras.StatelessScope` (as `stateless_call` does), so a
+`tf.GradientTape` around these functions sees every operation and can differentiate
+through adaptation (second-order MAML, Finn et al. 2017).
 """
 
 from collections.abc import Callable, Sequence

@@ -33,18 +33,19 @@ def task_scores(
         ValueError: If `metric` cannot be resolved, or a batch is not an episode batch.
     """
     function = adaptation.per_example_loss(metric)
-
-    @tf.function(reduce_retracing=True)
-    def scores(x, y):
-        predictions = learner.adapt_and_predict(x, steps=inner_steps)
-        values = tf.cast(function(y, predictions), tf.float64)
-        return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-
     results = []
     for x, y in episodes:
         validate_episode(x, y)
-        results.append(scores(x, y).numpy())
+        results.append(_scores(learner, function, inner_steps, x, y).numpy())
     return np.concatenate(results)
+
+
+@tf.function(reduce_retracing=True, autograph=False)
+def _scores(learner, function, inner_steps, x, y):
+    """Per-task mean of `function` over the queries; traced once per learner and steps."""
+    predictions = learner.adapt_and_predict(x, steps=inner_steps)
+    values = tf.cast(function(y, predictions), tf.float64)
+    return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
 
 
 def confidence_interval(scores, confidence: float = 0.95) -> tuple[float, float]:

@@ -59,7 +59,11 @@ def test_linear_regression_meta_gradient_matches_closed_form(steps, first_order)
     x, y = linear_episode(rng)
     model = linear_model(3)
     learner = tf_meta.MAML(
-        model, inner_learning_rate=0.05, inner_steps=steps, first_order=first_order, inner_loss="mse"
+        model,
+        inner_learning_rate=0.05,
+        inner_steps=steps,
+        first_order=first_order,
+        inner_loss="mse",
     )
     expected = closed_form_linear_meta_gradient(
         model.get_weights()[0], x, y, 0.05, steps, first_order
@@ -100,14 +104,18 @@ def finite_difference_meta_gradient(learner, x, y, epsilon=1e-6):
 
 
 def sinusoid_batch(tasks=2, shots=5, seed=3):
-    x, y = next(iter(tf_meta.data.sinusoid(shots=shots, queries=5, meta_batch_size=tasks, seed=seed)))
+    x, y = next(
+        iter(tf_meta.data.sinusoid(shots=shots, queries=5, meta_batch_size=tasks, seed=seed))
+    )
     return {k: v.numpy().astype("float64") for k, v in x.items()}, y.numpy().astype("float64")
 
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_mlp_second_order_meta_gradient_matches_finite_differences(steps):
     x, y = sinusoid_batch()
-    learner = tf_meta.MAML(float64_mlp(), inner_learning_rate=0.1, inner_steps=steps, inner_loss="mse")
+    learner = tf_meta.MAML(
+        float64_mlp(), inner_learning_rate=0.1, inner_steps=steps, inner_loss="mse"
+    )
     # Finite differences must see the training path (which adapts with inner_steps).
     expected = finite_difference_meta_gradient(learner, x, y)
     computed = meta_gradient(learner, x, y)
@@ -117,7 +125,9 @@ def test_mlp_second_order_meta_gradient_matches_finite_differences(steps):
 
 def test_mlp_first_order_meta_gradient_is_the_query_gradient_at_adapted_weights():
     x, y = sinusoid_batch()
-    learner = tf_meta.MAML(float64_mlp(), inner_learning_rate=0.1, first_order=True, inner_loss="mse")
+    learner = tf_meta.MAML(
+        float64_mlp(), inner_learning_rate=0.1, first_order=True, inner_loss="mse"
+    )
     computed = meta_gradient(learner, x, y)
     # Independent computation: adapt each task, then take finite differences of the
     # query loss with respect to the adapted weights.
@@ -128,14 +138,17 @@ def test_mlp_first_order_meta_gradient_is_the_query_gradient_at_adapted_weights(
         probe = tf_meta.MAML(adapted, inner_learning_rate=0.1, inner_steps=0, inner_loss="mse")
         episode = {k: v[task : task + 1] for k, v in x.items()}
         for total, part in zip(
-            expected, finite_difference_meta_gradient(probe, episode, y[task : task + 1]), strict=True
+            expected,
+            finite_difference_meta_gradient(probe, episode, y[task : task + 1]),
+            strict=True,
         ):
             total += part / tasks
     for c, e in zip(computed, expected, strict=True):
         np.testing.assert_allclose(c, e, rtol=1e-5, atol=1e-8)
     second_order = tf_meta.MAML(learner.model, inner_learning_rate=0.1, inner_loss="mse")
     difference = max(
-        np.abs(a - b).max() for a, b in zip(meta_gradient(second_order, x, y), computed, strict=True)
+        np.abs(a - b).max()
+        for a, b in zip(meta_gradient(second_order, x, y), computed, strict=True)
     )
     assert difference > 1e-3
 
@@ -157,7 +170,9 @@ def test_first_and_second_order_agree_without_curvature_and_differ_with_it():
 
 def test_eval_inner_steps_adapts_longer_than_training():
     x, y = sinusoid_batch()
-    learner = tf_meta.MAML(float64_mlp(), inner_learning_rate=0.1, eval_inner_steps=3, inner_loss="mse")
+    learner = tf_meta.MAML(
+        float64_mlp(), inner_learning_rate=0.1, eval_inner_steps=3, inner_loss="mse"
+    )
     task = {k: v[:1] for k, v in x.items()}
     three_steps = learner.adapt(x["support_x"][0], x["support_y"][0])
     one_step = learner.adapt(x["support_x"][0], x["support_y"][0], steps=1)
@@ -200,8 +215,12 @@ def test_model_without_trainable_weights_raises_at_construction():
 
 def test_config_round_trip():
     learner = tf_meta.MAML(
-        tf_meta.models.mlp(), inner_learning_rate=0.3, inner_steps=2, first_order=True,
-        eval_inner_steps=7, inner_loss="mae",
+        tf_meta.models.mlp(),
+        inner_learning_rate=0.3,
+        inner_steps=2,
+        first_order=True,
+        eval_inner_steps=7,
+        inner_loss="mae",
     )
     restored = tf_meta.MAML.from_config(learner.get_config())
     for key in ("inner_learning_rate", "inner_steps", "first_order", "eval_inner_steps"):

@@ -67,7 +67,9 @@ def test_any_keras_model_trains_and_saving_round_trips(factory, tmp_path):
     assert isinstance(restored, tf_meta.MAML)
     assert restored.eval_inner_steps == 2
     np.testing.assert_array_equal(restored.predict(x, verbose=0), before)
-    np.testing.assert_allclose(restored.evaluate(x, y, verbose=0), learner.evaluate(x, y, verbose=0))
+    np.testing.assert_allclose(
+        restored.evaluate(x, y, verbose=0), learner.evaluate(x, y, verbose=0)
+    )
 
 
 def test_predict_evaluate_and_adapt_leave_variables_unchanged():
@@ -92,7 +94,10 @@ def test_training_changes_weights_but_not_batchnorm_moving_statistics():
     learner.fit(x, y, epochs=2, verbose=0)
     for a, v in zip(moving, learner.model.non_trainable_variables, strict=True):
         np.testing.assert_array_equal(a, v.numpy())
-    assert any(np.abs(a - v.numpy()).max() > 0 for a, v in zip(trainable, learner.model.trainable_variables, strict=True))
+    assert any(
+        np.abs(a - v.numpy()).max() > 0
+        for a, v in zip(trainable, learner.model.trainable_variables, strict=True)
+    )
 
 
 def test_batchnorm_is_transductive():
@@ -101,7 +106,9 @@ def test_batchnorm_is_transductive():
     x, _ = episode_batch(tasks=1)
     learner = compiled_maml(batchnorm_mlp(), inner_steps=0)
     shifted = dict(x, query_x=x["query_x"] + 3.0)
-    np.testing.assert_allclose(learner.predict(shifted, verbose=0), learner.predict(x, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(
+        learner.predict(shifted, verbose=0), learner.predict(x, verbose=0), atol=1e-4
+    )
 
 
 def test_adapted_model_matches_learner_predictions_and_saves(tmp_path):
@@ -112,7 +119,9 @@ def test_adapted_model_matches_learner_predictions_and_saves(tmp_path):
         for task in range(3):
             adapted = learner.adapted_model(x["support_x"][task], x["support_y"][task])
             assert adapted is not learner.model
-            np.testing.assert_allclose(adapted(x["query_x"][task]), predictions[task], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                adapted(x["query_x"][task]), predictions[task], rtol=1e-5, atol=1e-6
+            )
         adapted.save(tmp_path / "adapted.keras")
         reloaded = keras.saving.load_model(tmp_path / "adapted.keras")
         np.testing.assert_allclose(reloaded(x["query_x"][2]), predictions[2], rtol=1e-5, atol=1e-6)
@@ -148,7 +157,10 @@ def test_mirrored_strategy_step_equals_single_device_step(first_order):
         with strategy.scope():
             keras.utils.set_random_seed(0)
             learner = tf_meta.MAML(
-                tf_meta.models.mlp(), inner_learning_rate=0.1, inner_steps=2, first_order=first_order
+                tf_meta.models.mlp(),
+                inner_learning_rate=0.1,
+                inner_steps=2,
+                first_order=first_order,
             )
             learner.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
         initial = [v.numpy().copy() for v in learner.model.trainable_variables]
@@ -185,14 +197,38 @@ def with_shapes(**changes):
 @pytest.mark.parametrize(
     "x, y, message",
     [
-        (np.zeros((4, 5, 1), "float32"), np.zeros((4, 6, 1), "float32"), "received x of type ndarray"),
+        (
+            np.zeros((4, 5, 1), "float32"),
+            np.zeros((4, 6, 1), "float32"),
+            r"received x of type .* with shape \(4, 5, 1\)",
+        ),
         (with_shapes(support_y=None), np.zeros((4, 6, 1)), r"missing: \['support_y'\]"),
-        ({**with_shapes(support_y=None), "suport_y": np.zeros((4, 5, 1))}, np.zeros((4, 6, 1)), "suport_y"),
-        ({**with_shapes(), "query_y": np.zeros((4, 6, 1))}, np.zeros((4, 6, 1)), "Pass query_y as the target"),
-        (with_shapes(query_x=(4, 6, 2)), np.zeros((4, 6, 1)), r"'query_x' has feature shape \(2,\) but 'support_x' has \(1,\)"),
-        (with_shapes(support_y=(4, 7, 1)), np.zeros((4, 6, 1)), r"'support_y' has examples \(7,\) but 'support_x' has \(5,\)"),
+        (
+            {**with_shapes(support_y=None), "suport_y": np.zeros((4, 5, 1))},
+            np.zeros((4, 6, 1)),
+            "suport_y",
+        ),
+        (
+            {**with_shapes(), "query_y": np.zeros((4, 6, 1))},
+            np.zeros((4, 6, 1)),
+            "Pass query_y as the target",
+        ),
+        (
+            with_shapes(query_x=(4, 6, 2)),
+            np.zeros((4, 6, 1)),
+            r"'query_x' has feature shape \(2,\) but 'support_x' has \(1,\)",
+        ),
+        (
+            with_shapes(support_y=(4, 7, 1)),
+            np.zeros((4, 6, 1)),
+            r"'support_y' has examples \(7,\) but 'support_x' has \(5,\)",
+        ),
         (with_shapes(query_x=(3, 6, 1)), np.zeros((4, 6, 1)), "'query_x' has task axis"),
-        (with_shapes(), np.zeros((4, 5, 1)), r"'query_y' has examples \(5,\) but 'query_x' has \(6,\)"),
+        (
+            with_shapes(),
+            np.zeros((4, 5, 1)),
+            r"'query_y' has examples \(5,\) but 'query_x' has \(6,\)",
+        ),
         (with_shapes(), np.zeros((4, 6, 2)), "'query_y' has target shape"),
         (with_shapes(support_x=(4, 5)), np.zeros((4, 6, 1)), "'support_x' must have rank >= 3"),
     ],

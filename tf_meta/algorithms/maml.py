@@ -88,8 +88,10 @@ class MAML(MetaLearner):
         See `MetaLearner.adapt_weights` for the arguments.
         """
         if steps is None:
-            steps = self.inner_steps if training or self.eval_inner_steps is None else (
-                self.eval_inner_steps
+            steps = (
+                self.inner_steps
+                if training or self.eval_inner_steps is None
+                else (self.eval_inner_steps)
             )
         _check_steps("steps", steps)
         stop_inner_gradients = self.first_order or not training
@@ -100,9 +102,7 @@ class MAML(MetaLearner):
             )
             if stop_inner_gradients:
                 gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-            weights = adaptation.gradient_descent_step(
-                weights, gradients, self.inner_learning_rate
-            )
+            weights = adaptation.gradient_descent_step(weights, gradients, self.inner_learning_rate)
         return weights
 
     def get_config(self):

@@ -42,7 +42,8 @@ def validate_episode(inputs, targets=None) -> None:
     """
     _require(
         isinstance(inputs, Mapping),
-        f"Expected an episode batch, received x of type {type(inputs).__name__}.",
+        f"Expected an episode batch, received x of type {type(inputs).__name__} with shape "
+        f"{_shape(inputs)}.",
     )
     missing = [key for key in EPISODE_KEYS if key not in inputs]
     unexpected = sorted(key for key in inputs if key not in EPISODE_KEYS)
@@ -190,7 +191,10 @@ class MetaLearner(keras.Model):
     def _weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
         return (
             [tf.convert_to_tensor(variable.value) for variable in self.model.trainable_variables],
-            [tf.convert_to_tensor(variable.value) for variable in self.model.non_trainable_variables],
+            [
+                tf.convert_to_tensor(variable.value)
+                for variable in self.model.non_trainable_variables
+            ],
         )
 
     def call(self, inputs, training=False):
@@ -238,9 +242,7 @@ class MetaLearner(keras.Model):
                 steps=steps,
                 training=training,
             )
-            return adaptation.predictions(
-                self.model, weights, non_trainable_values, task_query_x
-            )
+            return adaptation.predictions(self.model, weights, non_trainable_values, task_query_x)
 
         return tf.map_fn(
             one_task,

@@ -96,9 +96,7 @@ def sinusoid(
         x = {"support_x": inputs[:shots], "support_y": targets[:shots], "query_x": inputs[shots:]}
         return x, targets[shots:]
 
-    indices = (
-        tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
-    )
+    indices = tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
     return (
         indices.map(episode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(meta_batch_size, drop_remainder=num_tasks is None)
