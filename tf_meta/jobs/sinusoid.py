@@ -47,6 +47,7 @@ def _train(learner, meta_steps, seed):
         epochs=EPOCHS,
         steps_per_epoch=max(1, meta_steps // EPOCHS),
         verbose=FLAGS.verbose,
+        shuffle=False,  # an endless, seeded task stream: nothing to shuffle
     )
 
 
