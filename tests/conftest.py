@@ -19,3 +19,20 @@ def _fresh_keras_state():
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir():
+    """The directory holding omniglot/omniglot28.npz: skipped on a clone without it, never in CI."""
+    from tf_meta.data import omniglot
+
+    directory = os.environ.get(omniglot.DATA_DIR_VARIABLE)
+    if directory and os.path.isfile(os.path.join(directory, omniglot.LOCAL_FILE)):
+        return directory
+    reason = (
+        f"Omniglot data not found: set {omniglot.DATA_DIR_VARIABLE} to a directory holding "
+        f"{omniglot.LOCAL_FILE} (.ci/run points it at ../shared/data)"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -48,3 +48,21 @@ def test_task_scores_accepts_metric_functions():
     np.testing.assert_allclose(
         mae, np.mean(np.abs(y.numpy() - learner.predict(x, verbose=0)), axis=(1, 2)), rtol=1e-5
     )
+
+
+def test_confidence_interval_on_a_pool_with_a_known_answer():
+    # A network whose logits are all zero predicts class 0 for every query (argmax of a tie),
+    # so its accuracy on every 5-way task with 3 queries per class is exactly 1/5.
+    images = np.random.default_rng(0).random((60, 2, 2, 1)).astype("float32")
+    labels = np.arange(60) // 6
+    pool = tf_meta.data.episodes((images, labels), 5, 1, 3, 16, seed=0, num_tasks=40)
+    network = keras.Sequential(
+        [keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(5, kernel_initializer="zeros")]
+    )
+    learner = tf_meta.MAML(network, inner_loss="mse")
+    scores = tf_meta.evaluation.task_scores(
+        learner, pool, metric=keras.metrics.sparse_categorical_accuracy, inner_steps=0
+    )
+    assert scores.shape == (40,)
+    mean, half_width = tf_meta.evaluation.confidence_interval(scores)
+    assert mean == pytest.approx(0.2) and half_width == pytest.approx(0.0)

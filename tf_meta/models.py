@@ -38,3 +38,49 @@ def mlp(
     layers += [keras.layers.Dense(units, activation=activation) for units in hidden_units]
     layers.append(keras.layers.Dense(outputs))
     return keras.Sequential(layers, name=name)
+
+
+def conv4(
+    input_shape: Sequence[int] = (28, 28, 1),
+    ways: int | None = 5,
+    filters: int = 64,
+    name: str = "conv4",
+) -> keras.Sequential:
+    """The four-block convolutional network of the few-shot literature.
+
+    Each block is a 3x3 convolution with `filters` channels, batch normalization, ReLU
+    and 2x2 max-pooling; 28x28 inputs (Omniglot) end at 1x1, 84x84 (mini-ImageNet) at 5x5.
+    The features are flattened and, unless `ways` is None (an encoder for metric-based
+    learners), fed to a Dense head with `ways` logits.
+
+    Args:
+        input_shape: Shape of one image, `(height, width, channels)`.
+        ways: Number of classes of the head, or None for no head.
+        filters: Channels of every convolution.
+        name: The model's name.
+
+    Returns:
+        A built `keras.Sequential`.
+
+    Raises:
+        ValueError: If `ways` or `filters` is not a positive integer.
+
+    References:
+        Vinyals et al. Matching Networks for One Shot Learning. NeurIPS 2016.
+        Finn, Abbeel and Levine. Model-Agnostic Meta-Learning. ICML 2017, section 5.2.
+    """
+    for argument, value in (("ways", 1 if ways is None else ways), ("filters", filters)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{argument}` must be a positive integer; received {value!r}.")
+    layers = [keras.Input(shape=tuple(input_shape))]
+    for _ in range(4):
+        layers += [
+            keras.layers.Conv2D(filters, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers.append(keras.layers.Flatten())
+    if ways is not None:
+        layers.append(keras.layers.Dense(ways))
+    return keras.Sequential(layers, name=name)
