@@ -57,7 +57,11 @@ def test_confidence_interval_on_a_pool_with_a_known_answer():
     labels = np.arange(60) // 6
     pool = tf_meta.data.episodes((images, labels), 5, 1, 3, 16, seed=0, num_tasks=40)
     network = keras.Sequential(
-        [keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(5, kernel_initializer="zeros")]
+        [
+            keras.Input((2, 2, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, kernel_initializer="zeros"),
+        ]
     )
     learner = tf_meta.MAML(network, inner_loss="mse")
     scores = tf_meta.evaluation.task_scores(

@@ -17,7 +17,14 @@ def test_conv4_shapes_and_parameters(size, features):
 
 def test_mlp_is_the_sinusoid_network():
     network = tf_meta.models.mlp()
-    assert [w.shape for w in network.trainable_weights] == [(1, 40), (40,), (40, 40), (40,), (40, 1), (1,)]
+    assert [w.shape for w in network.trainable_weights] == [
+        (1, 40),
+        (40,),
+        (40, 40),
+        (40,),
+        (40, 1),
+        (1,),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -50,9 +50,7 @@ def test_shapes_distinct_classes_disjoint_sets_and_label_permutations(ways, shot
             # Every label maps to exactly one class, the same in support and query.
             mapping = dict(zip(x["support_y"][task].numpy(), support_classes, strict=True))
             assert [mapping[label] for label in y[task].numpy()] == list(query_classes)
-            slots_of_first_class.update(
-                label for label, cls in mapping.items() if cls == 0
-            )
+            slots_of_first_class.update(label for label, cls in mapping.items() if cls == 0)
     assert len(slots_of_first_class) == ways  # no class keeps a fixed output slot
 
 
@@ -99,8 +97,12 @@ def test_transform_hook_runs_per_episode_with_a_seed():
         return dict(x, query_x=x["query_x"] + 1000.0 + noise), y
 
     plain = take(tf_meta.data.episodes((images, labels), 5, 1, 3, 2, seed=0), 1)[0][0]
-    first = take(tf_meta.data.episodes((images, labels), 5, 1, 3, 2, seed=0, transform=add_noise), 1)
-    again = take(tf_meta.data.episodes((images, labels), 5, 1, 3, 2, seed=0, transform=add_noise), 1)
+    first = take(
+        tf_meta.data.episodes((images, labels), 5, 1, 3, 2, seed=0, transform=add_noise), 1
+    )
+    again = take(
+        tf_meta.data.episodes((images, labels), 5, 1, 3, 2, seed=0, transform=add_noise), 1
+    )
     shifted = first[0][0]["query_x"].numpy() - plain["query_x"].numpy()
     assert 1000.0 <= shifted.min() and shifted.max() < 1001.0
     np.testing.assert_array_equal(first[0][0]["query_x"], again[0][0]["query_x"])
@@ -122,8 +124,16 @@ def test_augment_classes_with_quarter_turns():
 @pytest.mark.parametrize(
     "source, arguments, message",
     [
-        ((np.zeros((10, 2)), np.arange(10) // 2), {"ways": 6}, "`ways`=6 is larger than the number of classes, 5"),
-        ((np.zeros((10, 2)), np.array([0] * 9 + [1])), {"ways": 2, "shots": 1, "queries": 1}, "Class 1 has 1 examples, fewer than shots"),
+        (
+            (np.zeros((10, 2)), np.arange(10) // 2),
+            {"ways": 6},
+            "`ways`=6 is larger than the number of classes, 5",
+        ),
+        (
+            (np.zeros((10, 2)), np.array([0] * 9 + [1])),
+            {"ways": 2, "shots": 1, "queries": 1},
+            "Class 1 has 1 examples, fewer than shots",
+        ),
         ((np.zeros((10, 2)), np.arange(9)), {}, "different lengths: 10 images, 9 labels"),
         ((np.zeros((10, 2)), np.linspace(0, 1, 10)), {}, "labels` must be a 1-D array of integers"),
         ((np.zeros((10, 2)), np.arange(10)), {"shots": 0}, "`shots` must be a positive integer"),

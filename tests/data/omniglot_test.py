@@ -71,7 +71,9 @@ def test_images_match_the_documented_statistics(omniglot_dir):
 
 def test_missing_or_wrong_file_says_where_and_how(tmp_path, monkeypatch):
     monkeypatch.delenv(omniglot.DATA_DIR_VARIABLE, raising=False)
-    with pytest.raises(ValueError, match="neither `data_dir` nor \\$TF_META_DATA_DIR is set.*source='tfds'"):
+    with pytest.raises(
+        ValueError, match="neither `data_dir` nor \\$TF_META_DATA_DIR is set.*source='tfds'"
+    ):
         tf_meta.data.load_omniglot()
     with pytest.raises(ValueError, match=f"looked for {tmp_path}/omniglot/omniglot28.npz"):
         tf_meta.data.load_omniglot(data_dir=str(tmp_path))
@@ -101,11 +103,20 @@ def test_brief_maml_on_omniglot_is_clearly_above_chance(omniglot_dir):
 
     train = tf_meta.data.episodes(
         tf_meta.data.load_omniglot("vinyals_train", data_dir=omniglot_dir),
-        ways=5, shots=1, queries=5, meta_batch_size=8, seed=0,
+        ways=5,
+        shots=1,
+        queries=5,
+        meta_batch_size=8,
+        seed=0,
     )
     pool = tf_meta.data.episodes(
         tf_meta.data.load_omniglot("vinyals_test", data_dir=omniglot_dir),
-        ways=5, shots=1, queries=5, meta_batch_size=50, seed=1, num_tasks=100,
+        ways=5,
+        shots=1,
+        queries=5,
+        meta_batch_size=50,
+        seed=1,
+        num_tasks=100,
     )
     learner = tf_meta.MAML(
         tf_meta.models.conv4(ways=5), inner_learning_rate=0.4, first_order=True, eval_inner_steps=3

@@ -166,9 +166,7 @@ def episodes(
             x, y = transform(x, y, transform_seed)
         return x, y
 
-    indices = (
-        tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
-    )
+    indices = tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
     return (
         indices.map(episode, num_parallel_calls=num_parallel_calls, deterministic=True)
         .batch(meta_batch_size, drop_remainder=num_tasks is None)
@@ -205,8 +203,7 @@ def augment_classes(
     for transformed in augmented:
         if transformed.shape != images.shape:
             raise ValueError(
-                f"A transform changed the images' shape from {images.shape} to "
-                f"{transformed.shape}."
+                f"A transform changed the images' shape from {images.shape} to {transformed.shape}."
             )
     count = len(transforms)
     new_labels = [labels.astype(np.int64) * count + index for index in range(count)]
