@@ -36,3 +36,18 @@ def omniglot_dir():
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@pytest.fixture
+def mirrored_strategy():
+    """A MirroredStrategy over the two logical CPU devices that reduces on one device.
+
+    The default cross-device reduction on CPUs uses collective ops whose instance keys
+    collide between several strategies created in one process (a test session), failing
+    with "Shape mismatch in the collective instance"; reducing on one device avoids it.
+    """
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == 2
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )

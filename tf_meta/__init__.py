@@ -1,8 +1,18 @@
 """tf_meta: meta-learning and meta-optimization as Keras 3 models on TensorFlow."""
 
 from tf_meta import adaptation, data, evaluation, models
-from tf_meta.algorithms import MAML, MetaLearner
+from tf_meta.algorithms import ANIL, MAML, MetaLearner, MetaSGD, PrototypicalNetwork
 
 __version__ = "0.1.0"
 
-__all__ = ["MAML", "MetaLearner", "adaptation", "data", "evaluation", "models"]
+__all__ = [
+    "ANIL",
+    "MAML",
+    "MetaLearner",
+    "MetaSGD",
+    "PrototypicalNetwork",
+    "adaptation",
+    "data",
+    "evaluation",
+    "models",
+]

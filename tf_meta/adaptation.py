@@ -76,8 +76,9 @@ def loss_and_gradients(
     non_trainable_values: Sequence[tf.Tensor],
     inputs: tf.Tensor,
     targets: tf.Tensor,
+    indices: Sequence[int] | None = None,
 ) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """The support loss of one task and its gradient with respect to the fast weights.
+    """The support loss of one task and its gradient with respect to fast weights.
 
     The gradient is computed on a tape of its own. When an enclosing tape is recording
     (the outer loop), the gradient stays differentiable: its own gradient is the
@@ -90,20 +91,23 @@ def loss_and_gradients(
         non_trainable_values: One tensor per non-trainable variable of `model`.
         inputs: Support inputs of one task.
         targets: Support targets of one task.
+        indices: Positions in `trainable_values` of the weights to differentiate with
+            respect to (the adapted ones); None means all. Backpropagation stops at the
+            earliest of them, which makes adapting only a head (ANIL) cheap.
 
     Returns:
-        The scalar loss and a list of gradients shaped like `trainable_values` (zeros for a
-        weight the loss does not depend on).
+        The scalar loss and one gradient per entry of `indices` (zeros for a weight the
+        loss does not depend on).
     """
     trainable_values = list(trainable_values)
+    indices = range(len(trainable_values)) if indices is None else indices
     with tf.GradientTape() as tape:
-        tape.watch(trainable_values)
+        sources = [trainable_values[index] for index in indices]
+        tape.watch(sources)
         value = mean_loss(
             loss, targets, predictions(model, trainable_values, non_trainable_values, inputs)
         )
-    gradients = tape.gradient(
-        value, trainable_values, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
+    gradients = tape.gradient(value, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return value, gradients
 
 

@@ -95,15 +95,45 @@ class MAML(MetaLearner):
             )
         _check_steps("steps", steps)
         stop_inner_gradients = self.first_order or not training
+        indices = self.adapted_indices()
         weights = list(trainable_values)
-        for _ in range(steps):
+        for step in range(steps):
             _, gradients = adaptation.loss_and_gradients(
-                self.model, self.support_loss, weights, non_trainable_values, support_x, support_y
+                self.model,
+                self.support_loss,
+                weights,
+                non_trainable_values,
+                support_x,
+                support_y,
+                indices,
             )
             if stop_inner_gradients:
                 gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-            weights = adaptation.gradient_descent_step(weights, gradients, self.inner_learning_rate)
+            updated = adaptation.gradient_descent_step(
+                [weights[index] for index in indices], gradients, self.step_learning_rates(step)
+            )
+            for index, weight in zip(indices, updated, strict=True):
+                weights[index] = weight
         return weights
+
+    def adapted_indices(self) -> list[int]:
+        """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
+
+        MAML adapts all of them; subclasses may adapt fewer (ANIL adapts the head).
+        """
+        return list(range(len(self.model.trainable_variables)))
+
+    def step_learning_rates(self, step: int):
+        """The inner learning rate(s) of inner step `step` for the adapted weights.
+
+        Args:
+            step: The inner step, from 0.
+
+        Returns:
+            A scalar for all adapted weights, or one tensor per adapted weight.
+        """
+        del step
+        return self.inner_learning_rate
 
     def get_config(self):
         """The learner's configuration, including its hyperparameters."""

@@ -1,0 +1,190 @@
+"""Prototypical Networks: few-shot classification by distance to class means."""
+
+import keras
+import tensorflow as tf
+
+from tf_meta.algorithms.meta_learner import EPISODE_KEYS, MetaLearner, validate_episode
+
+DISTANCES = ("squared_euclidean", "cosine")
+
+
+@keras.saving.register_keras_serializable(package="tf_meta")
+class PrototypicalNetwork(MetaLearner):
+    """Prototypical Networks: a learned embedding where each class is its mean.
+
+    With one episode, `train_step` embeds the support and query examples with the wrapped
+    encoder, takes each class's prototype as the mean embedding of its support examples,
+    and scores each query by the negative squared Euclidean distance to every prototype
+    (or by cosine similarity times `cosine_scale`); the compiled loss (sparse categorical
+    cross-entropy with `from_logits=True`) on these logits trains the encoder. There is no
+    inner loop: `adapt` returns the prototypes. The number of classes is read from the
+    support labels (`max + 1`), so an encoder trained on 20-way episodes evaluates on
+    5-way ones unchanged. The encoder runs as an ordinary Keras model on all examples of
+    the meta-batch at once, so its batch normalization uses batch statistics (and updates
+    its moving statistics) in training and moving statistics in evaluation, as in the
+    paper's code.
+
+    Args:
+        model: The encoder, mapping examples to embeddings `[examples, dimensions]` (e.g.
+            `tf_meta.models.conv4(ways=None)`).
+        distance: `"squared_euclidean"` (the paper's) or `"cosine"`.
+        cosine_scale: Multiplier of cosine similarities (their range [-1, 1] is too
+            narrow for a softmax).
+        **kwargs: Passed to `keras.Model` (`name`, ...).
+
+    Raises:
+        ValueError: If `distance` is unknown or `cosine_scale` is not positive; when the
+            step is traced, if the support targets are not integer class labels
+            `[tasks, shots]`.
+
+    References:
+        Snell, Swersky and Zemel. Prototypical Networks for Few-shot Learning. NeurIPS
+        2017. https://arxiv.org/abs/1703.05175
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        distance: str = "squared_euclidean",
+        cosine_scale: float = 10.0,
+        **kwargs,
+    ):
+        if distance not in DISTANCES:
+            raise ValueError(f"`distance` must be one of {DISTANCES}; received {distance!r}.")
+        if not cosine_scale > 0:
+            raise ValueError(f"`cosine_scale` must be positive; received {cosine_scale!r}.")
+        super().__init__(model, **kwargs)
+        self.distance = distance
+        self.cosine_scale = float(cosine_scale)
+
+    def _embed(self, examples, training):
+        return tf.cast(self.model(examples, training=training), tf.float32)
+
+    def prototypes(self, support_x, support_y, training=False):
+        """Class prototypes of a batch of tasks.
+
+        Args:
+            support_x: Support examples `[tasks, shots, *features]`.
+            support_y: Integer labels `[tasks, shots]` in `[0, ways)`.
+            training: Whether the encoder runs in training mode.
+
+        Returns:
+            Prototypes `[tasks, ways, dimensions]`.
+        """
+        support_y = _integer_labels(support_y)
+        tasks, shots = tf.shape(support_x)[0], tf.shape(support_x)[1]
+        flat = tf.reshape(support_x, tf.concat([[tasks * shots], tf.shape(support_x)[2:]], 0))
+        embeddings = self._embed(flat, training)
+        embeddings = tf.reshape(embeddings, [tasks, shots, -1])
+        return self._class_means(embeddings, support_y)
+
+    def _class_means(self, embeddings, labels):
+        with tf.control_dependencies(
+            [tf.debugging.assert_non_negative(labels, message="support_y has negative labels")]
+        ):
+            ways = tf.reduce_max(labels) + 1
+        one_hot = tf.one_hot(labels, ways, dtype=embeddings.dtype)  # [tasks, shots, ways]
+        counts = tf.reduce_sum(one_hot, axis=1)[..., None]
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_positive(
+                    counts, message="a class in [0, max(support_y)] has no support example"
+                )
+            ]
+        ):
+            return tf.einsum("tsw,tsd->twd", one_hot, embeddings) / counts
+
+    def logits(self, prototypes, query_embeddings):
+        """Scores of queries `[tasks, queries, dimensions]` against prototypes.
+
+        Returns:
+            Logits `[tasks, queries, ways]`.
+        """
+        if self.distance == "cosine":
+            query = tf.math.l2_normalize(query_embeddings, axis=-1)
+            centers = tf.math.l2_normalize(prototypes, axis=-1)
+            return self.cosine_scale * tf.einsum("tqd,twd->tqw", query, centers)
+        squared = (
+            tf.reduce_sum(tf.square(query_embeddings), -1)[..., None]
+            - 2.0 * tf.einsum("tqd,twd->tqw", query_embeddings, prototypes)
+            + tf.reduce_sum(tf.square(prototypes), -1)[:, None, :]
+        )
+        return -squared
+
+    def adapt_and_predict(self, inputs, steps=None, training=False):
+        """Logits of the queries against the prototypes of each task's support set.
+
+        Args:
+            inputs: An episode batch `x` with integer `support_y` `[tasks, shots]`.
+            steps: Ignored: a prototypical network has no inner loop.
+            training: Whether the encoder runs in training mode.
+
+        Returns:
+            Logits `[tasks, queries, ways]`.
+
+        Raises:
+            ValueError: If `inputs` is not an episode batch of class labels.
+        """
+        del steps
+        validate_episode(inputs)
+        support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
+        if support_y.shape.rank != 2 or support_y.dtype.is_complex or support_y.dtype == tf.bool:
+            raise ValueError(
+                "PrototypicalNetwork needs class labels: 'support_y' must be [tasks, shots] "
+                f"of integers; received {support_y.dtype.name} with shape {support_y.shape} "
+                "(regression targets are not supported)."
+            )
+        tasks, shots, queries = tf.shape(support_x)[0], tf.shape(support_x)[1], tf.shape(query_x)[1]
+        features = tf.shape(support_x)[2:]
+        examples = tf.concat(
+            [
+                tf.reshape(support_x, tf.concat([[tasks * shots], features], 0)),
+                tf.reshape(query_x, tf.concat([[tasks * queries], features], 0)),
+            ],
+            axis=0,
+        )
+        embeddings = self._embed(examples, training)
+        support = tf.reshape(embeddings[: tasks * shots], [tasks, shots, -1])
+        query = tf.reshape(embeddings[tasks * shots :], [tasks, queries, -1])
+        return self.logits(self._class_means(support, _integer_labels(support_y)), query)
+
+    def adapt(self, support_x, support_y, steps=None):
+        """The prototypes of one task, `[ways, dimensions]` (no weights change)."""
+        del steps
+        support_x, support_y = tf.convert_to_tensor(support_x), tf.convert_to_tensor(support_y)
+        return self.prototypes(support_x[None], support_y[None])[0]
+
+    def adapted_model(self, support_x, support_y, steps=None):
+        """Not available for a prototypical network: use `adapt` (the prototypes).
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            "A prototypical network adapts no weights; `adapt` returns the prototypes and "
+            "`logits` scores embeddings against them."
+        )
+
+    def get_config(self):
+        """The learner's configuration, including the distance."""
+        config = super().get_config()
+        config.pop("inner_loss")
+        return {**config, "distance": self.distance, "cosine_scale": self.cosine_scale}
+
+
+def _integer_labels(labels: tf.Tensor) -> tf.Tensor:
+    """Labels as int32, checking at run time that floating labels are whole numbers.
+
+    Floating labels are accepted because Keras's symbolic build under a distribution
+    strategy averages the first batch across replicas, turning integer labels into floats.
+    """
+    if labels.dtype.is_integer:
+        return tf.cast(labels, tf.int32)
+    with tf.control_dependencies(
+        [
+            tf.debugging.assert_equal(
+                labels, tf.round(labels), message="support_y must hold integer class labels"
+            )
+        ]
+    ):
+        return tf.cast(labels, tf.int32)
