@@ -1,7 +1,7 @@
 """tf_meta: meta-learning and meta-optimization as Keras 3 models on TensorFlow."""
 
 from tf_meta import adaptation, data, evaluation, models
-from tf_meta.algorithms import ANIL, MAML, MetaLearner, MetaSGD, PrototypicalNetwork
+from tf_meta.algorithms import ANIL, MAML, MetaLearner, MetaSGD, PrototypicalNetwork, Reptile
 
 __version__ = "0.1.0"
 
@@ -11,6 +11,7 @@ __all__ = [
     "MetaLearner",
     "MetaSGD",
     "PrototypicalNetwork",
+    "Reptile",
     "adaptation",
     "data",
     "evaluation",

@@ -137,6 +137,49 @@ def gradient_descent_step(
     ]
 
 
+def adam_step(
+    weights: Sequence[tf.Tensor],
+    gradients: Sequence[tf.Tensor],
+    moments: tuple[Sequence[tf.Tensor], Sequence[tf.Tensor]],
+    step: int,
+    learning_rate: float,
+    beta_1: float = 0.0,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+) -> tuple[list[tf.Tensor], tuple[list[tf.Tensor], list[tf.Tensor]]]:
+    """One Adam step on fast weights, the update of `keras.optimizers.Adam`.
+
+    `m = beta_1 m + (1 - beta_1) g`, `v = beta_2 v + (1 - beta_2) g^2` and
+    `w - learning_rate * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`.
+    `beta_1 = 0` is the inner optimizer of Reptile (Nichol et al. 2018).
+
+    Args:
+        weights: Fast weights.
+        gradients: Gradients shaped like `weights`.
+        moments: `(first_moments, second_moments)`, each shaped like `weights` (zeros at
+            the first step).
+        step: The step number `t`, from 1.
+        learning_rate: The step size.
+        beta_1: Decay of the first moment.
+        beta_2: Decay of the second moment.
+        epsilon: Added to the root of the second moment.
+
+    Returns:
+        The updated weights and moments.
+    """
+    first, second = moments
+    scale = learning_rate * (1.0 - beta_2**step) ** 0.5 / (1.0 - beta_1**step)
+    new_first, new_second, new_weights = [], [], []
+    for weight, gradient, m, v in zip(weights, gradients, first, second, strict=True):
+        gradient = _as_dtype(gradient, weight.dtype)
+        m = beta_1 * m + (1.0 - beta_1) * gradient
+        v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
+        new_first.append(m)
+        new_second.append(v)
+        new_weights.append(weight - _as_dtype(scale, weight.dtype) * m / (tf.sqrt(v) + epsilon))
+    return new_weights, (new_first, new_second)
+
+
 def _as_dtype(value, dtype: tf.DType) -> tf.Tensor:
     """Converts Python numbers directly to `dtype` (no float32 rounding on the way)."""
     return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)

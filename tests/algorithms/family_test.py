@@ -28,6 +28,10 @@ LEARNERS = {
     "MetaSGD": lambda: tf_meta.MetaSGD(classifier(), inner_learning_rate=0.3),
     "ANIL": lambda: tf_meta.ANIL(classifier(), inner_learning_rate=0.3, inner_steps=2),
     "PrototypicalNetwork": lambda: tf_meta.PrototypicalNetwork(encoder()),
+    "Reptile": lambda: tf_meta.Reptile(classifier(), inner_learning_rate=0.1, inner_steps=3),
+    "ReptileSGD": lambda: tf_meta.Reptile(
+        classifier(), inner_learning_rate=0.3, inner_optimizer="sgd", transductive=False
+    ),
 }
 
 

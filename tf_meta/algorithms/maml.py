@@ -65,9 +65,9 @@ class MAML(MetaLearner):
             raise ValueError(
                 f"`inner_learning_rate` must be positive; received {inner_learning_rate!r}."
             )
-        _check_steps("inner_steps", inner_steps)
+        check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
-            _check_steps("eval_inner_steps", eval_inner_steps)
+            check_steps("eval_inner_steps", eval_inner_steps)
         super().__init__(model, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = float(inner_learning_rate)
         self.inner_steps = int(inner_steps)
@@ -93,7 +93,7 @@ class MAML(MetaLearner):
                 if training or self.eval_inner_steps is None
                 else (self.eval_inner_steps)
             )
-        _check_steps("steps", steps)
+        check_steps("steps", steps)
         stop_inner_gradients = self.first_order or not training
         indices = self.adapted_indices()
         weights = list(trainable_values)
@@ -146,6 +146,19 @@ class MAML(MetaLearner):
         }
 
 
-def _check_steps(name: str, value) -> None:
+def resolve_steps(steps, training: bool, inner_steps: int, eval_inner_steps: int | None) -> int:
+    """The number of inner steps: `steps` if given, else the training or evaluation default.
+
+    Raises:
+        ValueError: If the result is not a non-negative integer.
+    """
+    if steps is None:
+        steps = inner_steps if training or eval_inner_steps is None else eval_inner_steps
+    check_steps("steps", steps)
+    return steps
+
+
+def check_steps(name: str, value) -> None:
+    """Raises a ValueError naming `name` unless `value` is a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative integer; received {value!r}.")

@@ -188,6 +188,28 @@ class MetaLearner(keras.Model):
         """
         raise NotImplementedError
 
+    def predict_task(
+        self,
+        weights: list[tf.Tensor],
+        non_trainable_values: list[tf.Tensor],
+        support_x: tf.Tensor,
+        query_x: tf.Tensor,
+    ) -> tf.Tensor:
+        """Predicts one task's queries with its adapted weights, all queries as one batch.
+
+        Args:
+            weights: The adapted fast weights.
+            non_trainable_values: Values of the non-trainable variables of `.model`.
+            support_x: Support inputs of the task (unused here; a non-transductive
+                learner predicts each query beside them).
+            query_x: Query inputs of the task.
+
+        Returns:
+            Query predictions.
+        """
+        del support_x
+        return adaptation.predictions(self.model, weights, non_trainable_values, query_x)
+
     def _weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
         return (
             [tf.convert_to_tensor(variable.value) for variable in self.model.trainable_variables],
@@ -224,6 +246,24 @@ class MetaLearner(keras.Model):
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
         """
+        return self.adapt_tasks(inputs, steps=steps, training=training)[1]
+
+    def adapt_tasks(self, inputs, steps: int | None = None, training: bool = False):
+        """Adapts to each task and returns both the adapted weights and query predictions.
+
+        Args:
+            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+            steps: Number of inner steps; None uses the learner's default.
+            training: Whether this is a meta-training step.
+
+        Returns:
+            `(weights, predictions)`: the adapted weights stacked over tasks (one tensor
+            `[tasks, *shape]` per trainable variable of `.model`) and the query predictions
+            `[tasks, queries, *outputs]`.
+
+        Raises:
+            ValueError: If `inputs` is not a valid episode batch.
+        """
         validate_episode(inputs)
         support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
         trainable_values, non_trainable_values = self._weight_values()
@@ -242,22 +282,28 @@ class MetaLearner(keras.Model):
                 steps=steps,
                 training=training,
             )
-            return adaptation.predictions(self.model, weights, non_trainable_values, task_query_x)
+            predictions = self.predict_task(
+                weights, non_trainable_values, task_support_x, task_query_x
+            )
+            return weights, predictions
 
         return tf.map_fn(
             one_task,
             (support_x, support_y, query_x),
-            fn_output_signature=tf.TensorSpec(output.shape, output_dtype),
+            fn_output_signature=(
+                [tf.TensorSpec(value.shape, value.dtype) for value in trainable_values],
+                tf.TensorSpec(output.shape, output_dtype),
+            ),
         )
 
     def train_step(self, data):
         """One meta-training step: Keras's own step, after validating the episode batch."""
-        _validate_labelled_episode(data)
+        validate_labelled_episode(data)
         return super().train_step(data)
 
     def test_step(self, data):
         """One evaluation step: post-adaptation query loss and metrics."""
-        _validate_labelled_episode(data)
+        validate_labelled_episode(data)
         return super().test_step(data)
 
     def adapt(self, support_x, support_y, steps: int | None = None) -> list[tf.Tensor]:
@@ -344,7 +390,8 @@ def _build_network(model: keras.Model, feature_shape, dtype=None) -> None:
         model(keras.KerasTensor((None, *feature_shape), dtype=dtype or model.input_dtype))
 
 
-def _validate_labelled_episode(data) -> None:
+def validate_labelled_episode(data) -> None:
+    """Checks that `data` is an episode batch `(x, query_y)` with targets (see above)."""
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     _require(y is not None, "The episode batch has no targets: pass query_y as y.")
     validate_episode(x, y)

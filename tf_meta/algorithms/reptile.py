@@ -1,0 +1,192 @@
+"""Reptile: first-order meta-learning by moving toward adapted weights."""
+
+import keras
+import tensorflow as tf
+
+from tf_meta import adaptation
+from tf_meta.algorithms.maml import check_steps, resolve_steps
+from tf_meta.algorithms.meta_learner import (
+    EPISODE_KEYS,
+    MetaLearner,
+    validate_labelled_episode,
+)
+
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+@keras.saving.register_keras_serializable(package="tf_meta")
+class Reptile(MetaLearner):
+    """Reptile: moves the initialization toward the weights each task adapts to.
+
+    With one episode, `train_step` adapts every task of the meta-batch by `inner_steps`
+    steps of an inner optimizer (`"sgd"`, or `"adam"` with `beta_1 = 0` as in the paper)
+    on minibatches of `inner_batch_size` support examples (None: the whole support set),
+    averages the adapted weights over tasks, and hands the compiled optimizer the
+    direction `theta - mean(theta')` as the gradient. With `SGD(learning_rate=epsilon)`
+    that is exactly the paper's `theta <- theta + epsilon * (mean(theta') - theta)`; a
+    `LearningRateSchedule` anneals epsilon, and any other optimizer gives "Reptile with
+    Adam". The reported loss and metrics are those of the queries after adaptation.
+    Evaluation adapts with `eval_inner_steps` and predicts the queries transductively
+    (all at once, so batch normalization sees the query batch) or, with
+    `transductive=False`, one at a time beside the support set, as in the paper.
+    Minibatches are drawn with TensorFlow's global seed (`keras.utils.set_random_seed`).
+
+    Args:
+        model: The network (any Keras model).
+        inner_learning_rate: Step size of the inner optimizer.
+        inner_steps: Inner steps per task during meta-training.
+        inner_optimizer: `"sgd"` or `"adam"` (Adam with `beta_1 = 0`, `beta_2 = 0.999`).
+        inner_batch_size: Support examples per inner step; None uses the whole support set.
+        eval_inner_steps: Inner steps during evaluation; None means `inner_steps`.
+        transductive: Whether evaluation predicts all queries of a task as one batch.
+        inner_loss: The support loss; None uses the compiled loss.
+        **kwargs: Passed to `keras.Model` (`name`, ...).
+
+    Raises:
+        ValueError: If `inner_learning_rate` is not positive, a step count is negative,
+            `inner_optimizer` is unknown or `inner_batch_size` is not positive; when a
+            step is traced, if `inner_batch_size` exceeds the support set.
+
+    References:
+        Nichol, Achiam and Schulman. On First-Order Meta-Learning Algorithms.
+        arXiv:1803.02999, 2018.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        inner_learning_rate: float = 0.001,
+        inner_steps: int = 5,
+        inner_optimizer: str = "adam",
+        inner_batch_size: int | None = None,
+        eval_inner_steps: int | None = None,
+        transductive: bool = True,
+        inner_loss=None,
+        **kwargs,
+    ):
+        if not inner_learning_rate > 0:
+            raise ValueError(
+                f"`inner_learning_rate` must be positive; received {inner_learning_rate!r}."
+            )
+        check_steps("inner_steps", inner_steps)
+        if eval_inner_steps is not None:
+            check_steps("eval_inner_steps", eval_inner_steps)
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(
+                f"`inner_optimizer` must be one of {INNER_OPTIMIZERS}; received "
+                f"{inner_optimizer!r}."
+            )
+        if inner_batch_size is not None and (
+            isinstance(inner_batch_size, bool)
+            or not isinstance(inner_batch_size, int)
+            or inner_batch_size <= 0
+        ):
+            raise ValueError(
+                f"`inner_batch_size` must be a positive integer or None; received "
+                f"{inner_batch_size!r}."
+            )
+        super().__init__(model, inner_loss=inner_loss, **kwargs)
+        self.inner_learning_rate = float(inner_learning_rate)
+        self.inner_steps = int(inner_steps)
+        self.inner_optimizer = inner_optimizer
+        self.inner_batch_size = inner_batch_size
+        self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
+        self.transductive = bool(transductive)
+
+    def adapt_weights(
+        self,
+        trainable_values,
+        non_trainable_values,
+        support_x,
+        support_y,
+        steps=None,
+        training=False,
+    ):
+        """The inner optimizer on support minibatches; gradients are never differentiated.
+
+        See `MetaLearner.adapt_weights` for the arguments.
+        """
+        steps = resolve_steps(steps, training, self.inner_steps, self.eval_inner_steps)
+        examples = support_x.shape[0]
+        batch_size = self.inner_batch_size
+        if batch_size is not None and examples is not None and batch_size > examples:
+            raise ValueError(
+                f"`inner_batch_size`={batch_size} is larger than the support set, which has "
+                f"{examples} examples."
+            )
+        if batch_size is not None:
+            order = tf.argsort(tf.random.uniform([tf.shape(support_x)[0]]))
+        weights = list(trainable_values)
+        moments = ([tf.zeros_like(w) for w in weights], [tf.zeros_like(w) for w in weights])
+        for step in range(steps):
+            inputs, targets = support_x, support_y
+            if batch_size is not None:
+                positions = (step * batch_size + tf.range(batch_size)) % tf.shape(order)[0]
+                chosen = tf.gather(order, positions)
+                inputs, targets = tf.gather(support_x, chosen), tf.gather(support_y, chosen)
+            _, gradients = adaptation.loss_and_gradients(
+                self.model, self.support_loss, weights, non_trainable_values, inputs, targets
+            )
+            gradients = [tf.stop_gradient(gradient) for gradient in gradients]
+            if self.inner_optimizer == "adam":
+                weights, moments = adaptation.adam_step(
+                    weights, gradients, moments, step + 1, self.inner_learning_rate
+                )
+            else:
+                weights = adaptation.gradient_descent_step(
+                    weights, gradients, self.inner_learning_rate
+                )
+        return weights
+
+    def predict_task(self, weights, non_trainable_values, support_x, query_x):
+        """Predicts queries all at once, or each beside the support set if not transductive."""
+        if self.transductive:
+            return super().predict_task(weights, non_trainable_values, support_x, query_x)
+
+        def one_query(query):
+            batch = tf.concat([support_x, query[None]], axis=0)
+            return adaptation.predictions(self.model, weights, non_trainable_values, batch)[-1]
+
+        output = self.model.compute_output_spec(
+            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
+        )
+        return tf.map_fn(
+            one_query,
+            query_x,
+            fn_output_signature=tf.TensorSpec(
+                output.shape, adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
+            ),
+        )
+
+    def train_step(self, data):
+        """One Reptile meta-step: adapt every task, then step toward the mean weights."""
+        validate_labelled_episode(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.built:  # Keras builds through __call__, which this step does not use.
+            self({key: keras.KerasTensor(x[key].shape, x[key].dtype.name) for key in EPISODE_KEYS})
+        adapted, y_pred = self.adapt_tasks(x, training=True)
+        # The strategy sums gradients over replicas: each replica contributes its share.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.model.trainable_variables
+        directions = [
+            (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
+            for variable, weights in zip(variables, adapted, strict=True)
+        ]
+        self.optimizer.apply_gradients(zip(directions, variables, strict=True))
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas, sample_weight=tf.shape(x[EPISODE_KEYS[0]])[0])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        """The learner's configuration, including its hyperparameters."""
+        return {
+            **super().get_config(),
+            "inner_learning_rate": self.inner_learning_rate,
+            "inner_steps": self.inner_steps,
+            "inner_optimizer": self.inner_optimizer,
+            "inner_batch_size": self.inner_batch_size,
+            "eval_inner_steps": self.eval_inner_steps,
+            "transductive": self.transductive,
+        }
