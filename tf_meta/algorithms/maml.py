@@ -4,7 +4,11 @@ import keras
 import tensorflow as tf
 
 from tf_meta import adaptation
-from tf_meta.algorithms.meta_learner import MetaLearner
+from tf_meta.algorithms.meta_learner import (
+    EPISODE_KEYS,
+    MetaLearner,
+    validate_labelled_episode,
+)
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -23,6 +27,17 @@ class MAML(MetaLearner):
     may exceed the training steps (the paper trains sinusoid regression with 1 step and
     tests with up to 10). Batch normalization is transductive: see `MetaLearner`.
 
+    Three stabilizers of MAML++ (Antoniou et al. 2019) are options, each off by default:
+    `per_step_learning_rates` learns one inner learning rate per adapted weight tensor
+    and per inner step (LSLR; variables `step_learning_rates`, evaluation steps beyond
+    `inner_steps` reuse the last rate); `multi_step_loss_steps` makes the outer loss the
+    weighted sum of the query losses after every inner step, with weights that start
+    uniform and are annealed over that many meta-steps toward the last step alone (MSL);
+    `first_order_steps` trains first order for that many meta-steps and second order after
+    (derivative-order annealing). MAML++ counts the annealing in epochs; here it is counted
+    in meta-steps (the optimizer's iterations), which is the same for a fixed
+    `steps_per_epoch` and needs no callback.
+
     Args:
         model: The network whose initialization is meta-learned (any Keras model).
         inner_learning_rate: Step size of the inner gradient descent (alpha in the paper).
@@ -32,6 +47,11 @@ class MAML(MetaLearner):
         eval_inner_steps: Inner steps during evaluation and prediction; None means
             `inner_steps`.
         inner_loss: The support loss; None uses the compiled loss.
+        per_step_learning_rates: Learn a rate per adapted weight tensor and inner step.
+        multi_step_loss_steps: Meta-steps over which the multi-step loss is annealed to
+            the last step; 0 turns it off.
+        first_order_steps: Meta-steps trained first order before switching to second
+            order; 0 turns it off.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
@@ -49,6 +69,8 @@ class MAML(MetaLearner):
     References:
         Finn, Abbeel and Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
         Networks. ICML 2017. https://arxiv.org/abs/1703.03400
+        Antoniou, Edwards and Storkey. How to train your MAML. ICLR 2019.
+        https://arxiv.org/abs/1810.09502
     """
 
     def __init__(
@@ -59,6 +81,9 @@ class MAML(MetaLearner):
         first_order: bool = False,
         eval_inner_steps: int | None = None,
         inner_loss=None,
+        per_step_learning_rates: bool = False,
+        multi_step_loss_steps: int = 0,
+        first_order_steps: int = 0,
         **kwargs,
     ):
         if not inner_learning_rate > 0:
@@ -68,11 +93,32 @@ class MAML(MetaLearner):
         check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             check_steps("eval_inner_steps", eval_inner_steps)
+        check_steps("multi_step_loss_steps", multi_step_loss_steps)
+        check_steps("first_order_steps", first_order_steps)
         super().__init__(model, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = float(inner_learning_rate)
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
+        self.per_step_learning_rates = bool(per_step_learning_rates)
+        self.multi_step_loss_steps = int(multi_step_loss_steps)
+        self.first_order_steps = int(first_order_steps)
+        self.step_learning_rates_variables = []
+
+    def build(self, input_shape):
+        """Builds the wrapped model and, with `per_step_learning_rates`, the rates."""
+        super().build(input_shape)
+        if self.per_step_learning_rates:
+            weights = self.model.trainable_variables
+            self.step_learning_rates_variables = [
+                self.add_weight(
+                    shape=(max(self.inner_steps, 1),),
+                    dtype=weights[index].dtype,
+                    initializer=keras.initializers.Constant(self.inner_learning_rate),
+                    name=f"step_learning_rates_{index}",
+                )
+                for index in self.adapted_indices()
+            ]
 
     def adapt_weights(
         self,
@@ -87,34 +133,128 @@ class MAML(MetaLearner):
 
         See `MetaLearner.adapt_weights` for the arguments.
         """
-        if steps is None:
-            steps = (
-                self.inner_steps
-                if training or self.eval_inner_steps is None
-                else (self.eval_inner_steps)
+        steps = resolve_steps(steps, training, self.inner_steps, self.eval_inner_steps)
+        path = self.adaptation_path(
+            trainable_values, non_trainable_values, support_x, support_y, steps, training
+        )
+        return path[-1] if path else list(trainable_values)
+
+    def adaptation_path(
+        self, trainable_values, non_trainable_values, support_x, support_y, steps, training
+    ) -> list[list[tf.Tensor]]:
+        """The fast weights after each of `steps` inner steps.
+
+        The inner gradients are stopped when evaluating, with `first_order`, and, with
+        `first_order_steps`, while the optimizer has taken fewer steps than that.
+
+        Returns:
+            A list of `steps` weight lists (empty for 0 steps).
+        """
+
+        def descend(stop_inner_gradients):
+            indices = self.adapted_indices()
+            weights, path = list(trainable_values), []
+            for step in range(steps):
+                _, gradients = adaptation.loss_and_gradients(
+                    self.model,
+                    self.support_loss,
+                    weights,
+                    non_trainable_values,
+                    support_x,
+                    support_y,
+                    indices,
+                )
+                if stop_inner_gradients:
+                    gradients = [tf.stop_gradient(gradient) for gradient in gradients]
+                updated = adaptation.gradient_descent_step(
+                    [weights[index] for index in indices],
+                    gradients,
+                    self.step_learning_rates(step),
+                )
+                weights = list(weights)
+                for index, weight in zip(indices, updated, strict=True):
+                    weights[index] = weight
+                path.append(weights)
+            return path
+
+        if self.first_order or not training:
+            return descend(True)
+        if not (self.first_order_steps and steps and self.optimizer is not None):
+            return descend(False)
+        return tf.cond(
+            self.optimizer.iterations < self.first_order_steps,
+            lambda: descend(True),
+            lambda: descend(False),
+        )
+
+    def multi_step_loss_weights(self) -> tf.Tensor:
+        """Weights of the query losses after each inner step (MAML++'s annealing).
+
+        They start at `1 / inner_steps` each; over `multi_step_loss_steps` meta-steps the
+        non-final weights fall linearly to `0.03 / inner_steps` and the final one rises to
+        take the rest.
+
+        Returns:
+            A float32 vector of `inner_steps` weights summing to 1.
+        """
+        steps = self.inner_steps
+        progress = tf.minimum(
+            tf.cast(self.optimizer.iterations, tf.float32) / self.multi_step_loss_steps, 1.0
+        )
+        floor = 0.03 / steps
+        earlier = tf.fill([steps - 1], tf.maximum(1.0 / steps - progress / steps, floor))
+        return tf.concat([earlier, [1.0 - tf.reduce_sum(earlier)]], axis=0)
+
+    def train_step(self, data):
+        """One meta-step: Keras's own, or with the multi-step loss when that is on."""
+        if not (self.multi_step_loss_steps and self.inner_steps > 1):
+            return super().train_step(data)
+        validate_labelled_episode(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self.build_symbolically(x)
+        support_x, support_y, query_x = (tf.convert_to_tensor(x[key]) for key in EPISODE_KEYS)
+        with tf.GradientTape() as tape:
+            trainable_values, non_trainable_values = self.weight_values()
+
+            def one_task(task):
+                task_support_x, task_support_y, task_query_x = task
+                path = self.adaptation_path(
+                    trainable_values,
+                    non_trainable_values,
+                    task_support_x,
+                    task_support_y,
+                    self.inner_steps,
+                    training=True,
+                )
+                return tf.stack(
+                    [
+                        self.predict_task(
+                            weights, non_trainable_values, task_support_x, task_query_x
+                        )
+                        for weights in path
+                    ]
+                )
+
+            output = self.query_output_spec(query_x)
+            per_step = tf.map_fn(
+                one_task,
+                (support_x, support_y, query_x),
+                fn_output_signature=tf.TensorSpec((self.inner_steps, *output.shape), output.dtype),
             )
-        check_steps("steps", steps)
-        stop_inner_gradients = self.first_order or not training
-        indices = self.adapted_indices()
-        weights = list(trainable_values)
-        for step in range(steps):
-            _, gradients = adaptation.loss_and_gradients(
-                self.model,
-                self.support_loss,
-                weights,
-                non_trainable_values,
-                support_x,
-                support_y,
-                indices,
-            )
-            if stop_inner_gradients:
-                gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-            updated = adaptation.gradient_descent_step(
-                [weights[index] for index in indices], gradients, self.step_learning_rates(step)
-            )
-            for index, weight in zip(indices, updated, strict=True):
-                weights[index] = weight
-        return weights
+            step_weights = self.multi_step_loss_weights()
+            losses = [
+                self.compute_loss(x=x, y=y, y_pred=per_step[:, step], sample_weight=sample_weight)
+                for step in range(self.inner_steps)
+            ]
+            loss = tf.reduce_sum(step_weights * tf.stack(losses))
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(scaled, variables), variables, strict=True)
+        )
+        y_pred = per_step[:, -1]
+        self.track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def adapted_indices(self) -> list[int]:
         """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
@@ -132,8 +272,10 @@ class MAML(MetaLearner):
         Returns:
             A scalar for all adapted weights, or one tensor per adapted weight.
         """
-        del step
-        return self.inner_learning_rate
+        if not self.per_step_learning_rates:
+            return self.inner_learning_rate
+        column = min(step, max(self.inner_steps, 1) - 1)
+        return [rates.value[column] for rates in self.step_learning_rates_variables]
 
     def get_config(self):
         """The learner's configuration, including its hyperparameters."""
@@ -143,6 +285,9 @@ class MAML(MetaLearner):
             "inner_steps": self.inner_steps,
             "first_order": self.first_order,
             "eval_inner_steps": self.eval_inner_steps,
+            "per_step_learning_rates": self.per_step_learning_rates,
+            "multi_step_loss_steps": self.multi_step_loss_steps,
+            "first_order_steps": self.first_order_steps,
         }
 
 

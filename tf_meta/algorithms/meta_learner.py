@@ -210,7 +210,8 @@ class MetaLearner(keras.Model):
         del support_x
         return adaptation.predictions(self.model, weights, non_trainable_values, query_x)
 
-    def _weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+    def weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        """The current values of `.model`'s trainable and non-trainable variables."""
         return (
             [tf.convert_to_tensor(variable.value) for variable in self.model.trainable_variables],
             [
@@ -266,11 +267,7 @@ class MetaLearner(keras.Model):
         """
         validate_episode(inputs)
         support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
-        trainable_values, non_trainable_values = self._weight_values()
-        output = self.model.compute_output_spec(
-            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
-        )
-        output_dtype = adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
+        trainable_values, non_trainable_values = self.weight_values()
 
         def one_task(task):
             task_support_x, task_support_y, task_query_x = task
@@ -292,9 +289,49 @@ class MetaLearner(keras.Model):
             (support_x, support_y, query_x),
             fn_output_signature=(
                 [tf.TensorSpec(value.shape, value.dtype) for value in trainable_values],
-                tf.TensorSpec(output.shape, output_dtype),
+                self.query_output_spec(query_x),
             ),
         )
+
+    def query_output_spec(self, query_x: tf.Tensor) -> tf.TensorSpec:
+        """The spec of one task's query predictions, float32 for half-precision models.
+
+        Args:
+            query_x: Query inputs with a task axis, `[tasks, queries, *features]`.
+        """
+        output = self.model.compute_output_spec(
+            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
+        )
+        dtype = adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
+        return tf.TensorSpec(output.shape, dtype)
+
+    def build_symbolically(self, inputs) -> None:
+        """Builds the learner the way `__call__` does, for steps that never call it.
+
+        Args:
+            inputs: An episode batch `x`.
+        """
+        if not self.built:
+            self(
+                {
+                    key: keras.KerasTensor(inputs[key].shape, inputs[key].dtype)
+                    for key in EPISODE_KEYS
+                }
+            )
+
+    def track_loss(self, loss: tf.Tensor, inputs) -> None:
+        """Updates the `loss` metric from a custom step, as Keras's own step does.
+
+        Args:
+            loss: The loss as `compute_loss` returns it (scaled by `1 / replicas`).
+            inputs: The episode batch `x`, whose task count weighs the value.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(
+                    loss * replicas, sample_weight=tf.shape(inputs[EPISODE_KEYS[0]])[0]
+                )
 
     def train_step(self, data):
         """One meta-training step: Keras's own step, after validating the episode batch."""
@@ -327,7 +364,7 @@ class MetaLearner(keras.Model):
             {"support_x": support_x[None], "support_y": support_y[None], "query_x": support_x[None]}
         )
         _build_network(self.model, support_x.shape[1:], support_x.dtype)
-        trainable_values, non_trainable_values = self._weight_values()
+        trainable_values, non_trainable_values = self.weight_values()
         return self.adapt_weights(
             trainable_values, non_trainable_values, support_x, support_y, steps=steps
         )

@@ -147,23 +147,16 @@ class Reptile(MetaLearner):
             batch = tf.concat([support_x, query[None]], axis=0)
             return adaptation.predictions(self.model, weights, non_trainable_values, batch)[-1]
 
-        output = self.model.compute_output_spec(
-            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
-        )
+        spec = self.query_output_spec(query_x[None])  # one task's queries
         return tf.map_fn(
-            one_query,
-            query_x,
-            fn_output_signature=tf.TensorSpec(
-                output.shape, adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
-            ),
+            one_query, query_x, fn_output_signature=tf.TensorSpec(spec.shape[1:], spec.dtype)
         )
 
     def train_step(self, data):
         """One Reptile meta-step: adapt every task, then step toward the mean weights."""
         validate_labelled_episode(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not self.built:  # Keras builds through __call__, which this step does not use.
-            self({key: keras.KerasTensor(x[key].shape, x[key].dtype.name) for key in EPISODE_KEYS})
+        self.build_symbolically(x)
         adapted, y_pred = self.adapt_tasks(x, training=True)
         # The strategy sums gradients over replicas: each replica contributes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
