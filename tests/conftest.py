@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -51,3 +52,31 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(
         devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
     )
+
+
+def _finite_differences(loss, variables, epsilon=1e-6):
+    """Central finite differences of `loss()` with respect to each of `variables`.
+
+    An independent check of a gradient: only forward evaluations, no tape.
+    """
+    gradients = []
+    for variable in variables:
+        base = variable.numpy()
+        gradient = np.zeros_like(base)
+        for index in np.ndindex(base.shape):
+            values = []
+            for sign in (1, -1):
+                shifted = base.copy()
+                shifted[index] += sign * epsilon
+                variable.assign(shifted)
+                values.append(float(loss()))
+            gradient[index] = (values[0] - values[1]) / (2 * epsilon)
+        variable.assign(base)
+        gradients.append(gradient)
+    return gradients
+
+
+@pytest.fixture
+def finite_differences():
+    """`finite_differences(loss, variables)`: central differences, float64 models advised."""
+    return _finite_differences
