@@ -107,6 +107,8 @@ def _tuner(name, problem, seed, directory):
         "directory": directory,
         "project_name": f"{name}_{seed}",
         "overwrite": True,
+        # A diverged trial (NaN objective) fails; the search goes on.
+        "max_consecutive_failed_trials": FLAGS.trials,
     }
     trials = FLAGS.trials
     if name == "random":

@@ -19,7 +19,9 @@ class ReinforceOracle(keras_tuner.Oracle):
     can depend on earlier ones), samples each trial's configuration with stateless seeds,
     and after each completed trial takes a REINFORCE gradient step on
     `advantage * log pi(configuration)`, where the reward is the objective (negated when it
-    is minimized), the baseline is an exponential moving average of rewards, and the
+    is minimized, and the worst reward seen for a failed trial, so that the controller
+    learns to avoid configurations that crash or diverge), the baseline is an exponential
+    moving average of rewards, and the
     advantage is divided by the running standard deviation of rewards, so the step does
     not depend on the objective's scale.
 
@@ -123,9 +125,14 @@ class ReinforceOracle(keras_tuner.Oracle):
         """Records the trial and, if it completed, takes a policy-gradient step."""
         super().end_trial(trial)
         trial = self.trials[trial.trial_id]
-        if trial.status != trial_module.TrialStatus.COMPLETED or trial.trial_id not in self.actions:
+        if trial.trial_id not in self.actions:
             return
-        reward = trial.score if self.objective.direction == "max" else -trial.score
+        if trial.status == trial_module.TrialStatus.COMPLETED:
+            reward = trial.score if self.objective.direction == "max" else -trial.score
+        elif trial.status == trial_module.TrialStatus.FAILED and self.rewards:
+            reward = min(self.rewards)  # a crash or a NaN objective: the worst reward seen
+        else:
+            return
         self.rewards.append(float(reward))
         if self.baseline is None:
             self.baseline = float(reward)
