@@ -100,8 +100,8 @@ class MetaLearner(keras.Model):
     strategy equals the same step on one device.
 
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
-    the network through `stateless_call` in training mode: the wrapped model's variables
-    never change, and batch normalization uses the statistics of the batch it sees during
+    the network on fast weights in a `keras.StatelessScope` (the mechanism of
+    `stateless_call`), in training mode: the wrapped model's variables never change, and batch normalization uses the statistics of the batch it sees during
     adaptation and query prediction (transductive, as in MAML); its moving statistics are
     never updated.
 
