@@ -40,7 +40,17 @@ TUNERS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TUNERS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Evolution",
+        "RandomSearch",
+        "Reinforce",
+        # Slower searches: `pytest -m slow` (CI skips them to keep the suite short).
+        pytest.param("BayesianOptimization", marks=pytest.mark.slow),
+        pytest.param("Hyperband", marks=pytest.mark.slow),
+    ],
+)
 def test_every_tuner_searches_maml_on_post_adaptation_validation_loss(name, tmp_path):
     tuner = TUNERS[name](objective="val_loss", seed=1, directory=tmp_path, project_name=name)
     tuner.search(TRAIN, validation_data=VALIDATION, epochs=1, steps_per_epoch=20, verbose=0)
@@ -84,7 +94,15 @@ def build_convnet(hp):
     return learner
 
 
-@pytest.mark.parametrize("name", ["RandomSearch", "BayesianOptimization", "Evolution", "Reinforce"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Evolution",
+        pytest.param("RandomSearch", marks=pytest.mark.slow),
+        pytest.param("BayesianOptimization", marks=pytest.mark.slow),
+        pytest.param("Reinforce", marks=pytest.mark.slow),
+    ],
+)
 def test_architecture_search_space_on_omniglot(name, tmp_path, omniglot_dir):
     images, labels = tf_meta.data.load_omniglot("background", data_dir=omniglot_dir)
     train = tf_meta.data.episodes((images, labels), 5, 1, 2, 4, seed=0)
