@@ -101,9 +101,9 @@ class MetaLearner(keras.Model):
 
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
     the network on fast weights in a `keras.StatelessScope` (the mechanism of
-    `stateless_call`), in training mode: the wrapped model's variables never change, and batch normalization uses the statistics of the batch it sees during
-    adaptation and query prediction (transductive, as in MAML); its moving statistics are
-    never updated.
+    `stateless_call`), in training mode: the wrapped model's variables never change, and
+    batch normalization uses the statistics of the batch it sees during adaptation and
+    query prediction (transductive, as in MAML); its moving statistics are never updated.
 
     Args:
         model: The network to meta-learn: any built or unbuilt Keras model (Sequential,

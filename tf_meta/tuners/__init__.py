@@ -8,7 +8,8 @@ KerasTuner lacks: regularized evolution (`Evolution`) and a REINFORCE controller
 
 from tf_meta.tuners.evolution import Evolution
 from tf_meta.tuners.evolution_oracle import EvolutionOracle
+from tf_meta.tuners.meta_tuner import MetaTuner
 from tf_meta.tuners.reinforce import Reinforce
 from tf_meta.tuners.reinforce_oracle import ReinforceOracle
 
-__all__ = ["Evolution", "EvolutionOracle", "Reinforce", "ReinforceOracle"]
+__all__ = ["Evolution", "EvolutionOracle", "MetaTuner", "Reinforce", "ReinforceOracle"]

@@ -1,12 +1,10 @@
 """The KerasTuner tuner for regularized evolution."""
 
-import keras_tuner
-
-from tf_meta.tuners.checks import check_objective
 from tf_meta.tuners.evolution_oracle import EvolutionOracle
+from tf_meta.tuners.meta_tuner import MetaTuner
 
 
-class Evolution(keras_tuner.Tuner):
+class Evolution(MetaTuner):
     """A KerasTuner tuner searching by regularized evolution (see `EvolutionOracle`).
 
     Args:
@@ -53,12 +51,3 @@ class Evolution(keras_tuner.Tuner):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
         super().__init__(oracle, hypermodel, **kwargs)
-
-    def search(self, *fit_args, **fit_kwargs):
-        """Checks the objective against the learner's metrics, then searches.
-
-        Raises:
-            ValueError: If the objective is not a value the learner reports.
-        """
-        check_objective(self)
-        super().search(*fit_args, **fit_kwargs)

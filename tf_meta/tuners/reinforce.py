@@ -1,12 +1,10 @@
 """The KerasTuner tuner for the REINFORCE controller."""
 
-import keras_tuner
-
-from tf_meta.tuners.checks import check_objective
+from tf_meta.tuners.meta_tuner import MetaTuner
 from tf_meta.tuners.reinforce_oracle import ReinforceOracle
 
 
-class Reinforce(keras_tuner.Tuner):
+class Reinforce(MetaTuner):
     """A KerasTuner tuner searching with a REINFORCE controller (see `ReinforceOracle`).
 
     Args:
@@ -54,12 +52,3 @@ class Reinforce(keras_tuner.Tuner):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
         super().__init__(oracle, hypermodel, **kwargs)
-
-    def search(self, *fit_args, **fit_kwargs):
-        """Checks the objective against the learner's metrics, then searches.
-
-        Raises:
-            ValueError: If the objective is not a value the learner reports.
-        """
-        check_objective(self)
-        super().search(*fit_args, **fit_kwargs)
