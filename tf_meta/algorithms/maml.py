@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from tf_meta import adaptation
 from tf_meta.algorithms.meta_learner import (
-    EPISODE_KEYS,
     MetaLearner,
     validate_labelled_episode,
 )
@@ -212,34 +211,30 @@ class MAML(MetaLearner):
         validate_labelled_episode(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
-        support_x, support_y, query_x = (tf.convert_to_tensor(x[key]) for key in EPISODE_KEYS)
         with tf.GradientTape() as tape:
-            trainable_values, non_trainable_values = self.weight_values()
 
-            def one_task(task):
-                task_support_x, task_support_y, task_query_x = task
+            def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
                 path = self.adaptation_path(
                     trainable_values,
                     non_trainable_values,
-                    task_support_x,
-                    task_support_y,
+                    support_x,
+                    support_y,
                     self.inner_steps,
                     training=True,
                 )
                 return tf.stack(
                     [
-                        self.predict_task(
-                            weights, non_trainable_values, task_support_x, task_query_x
-                        )
+                        self.predict_task(weights, non_trainable_values, support_x, query_x)
                         for weights in path
                     ]
                 )
 
-            output = self.query_output_spec(query_x)
-            per_step = tf.map_fn(
+            per_step = self.map_tasks(
+                x,
                 one_task,
-                (support_x, support_y, query_x),
-                fn_output_signature=tf.TensorSpec((self.inner_steps, *output.shape), output.dtype),
+                lambda query_spec: tf.TensorSpec(
+                    (self.inner_steps, *query_spec.shape), query_spec.dtype
+                ),
             )
             step_weights = self.multi_step_loss_weights()
             losses = [

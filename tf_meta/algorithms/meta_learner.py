@@ -247,20 +247,33 @@ class MetaLearner(keras.Model):
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
         """
-        return self.adapt_tasks(inputs, steps=steps, training=training)[1]
 
-    def adapt_tasks(self, inputs, steps: int | None = None, training: bool = False):
-        """Adapts to each task and returns both the adapted weights and query predictions.
+        def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
+            weights = self.adapt_weights(
+                trainable_values,
+                non_trainable_values,
+                support_x,
+                support_y,
+                steps=steps,
+                training=training,
+            )
+            return self.predict_task(weights, non_trainable_values, support_x, query_x)
+
+        return self.map_tasks(inputs, one_task, lambda query_spec: query_spec)
+
+    def map_tasks(self, inputs, function, output_signature):
+        """Runs `function` on every task of an episode batch, inside the graph.
 
         Args:
             inputs: An episode batch `x` (see `EPISODE_FORMAT`).
-            steps: Number of inner steps; None uses the learner's default.
-            training: Whether this is a meta-training step.
+            function: `function(trainable_values, non_trainable_values, support_x,
+                support_y, query_x)` for one task, given the current values of `.model`'s
+                variables (read once for the whole batch).
+            output_signature: A function from the spec of one task's query predictions to
+                the (nested) spec of `function`'s result.
 
         Returns:
-            `(weights, predictions)`: the adapted weights stacked over tasks (one tensor
-            `[tasks, *shape]` per trainable variable of `.model`) and the query predictions
-            `[tasks, queries, *outputs]`.
+            The results of `function`, stacked over tasks.
 
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
@@ -268,29 +281,10 @@ class MetaLearner(keras.Model):
         validate_episode(inputs)
         support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
         trainable_values, non_trainable_values = self.weight_values()
-
-        def one_task(task):
-            task_support_x, task_support_y, task_query_x = task
-            weights = self.adapt_weights(
-                trainable_values,
-                non_trainable_values,
-                task_support_x,
-                task_support_y,
-                steps=steps,
-                training=training,
-            )
-            predictions = self.predict_task(
-                weights, non_trainable_values, task_support_x, task_query_x
-            )
-            return weights, predictions
-
         return tf.map_fn(
-            one_task,
+            lambda task: function(trainable_values, non_trainable_values, *task),
             (support_x, support_y, query_x),
-            fn_output_signature=(
-                [tf.TensorSpec(value.shape, value.dtype) for value in trainable_values],
-                self.query_output_spec(query_x),
-            ),
+            fn_output_signature=output_signature(self.query_output_spec(query_x)),
         )
 
     def query_output_spec(self, query_x: tf.Tensor) -> tf.TensorSpec:

@@ -157,7 +157,19 @@ class Reptile(MetaLearner):
         validate_labelled_episode(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
-        adapted, y_pred = self.adapt_tasks(x, training=True)
+
+        def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
+            weights = self.adapt_weights(
+                trainable_values, non_trainable_values, support_x, support_y, training=True
+            )
+            predictions = self.predict_task(weights, non_trainable_values, support_x, query_x)
+            return weights, predictions
+
+        weight_specs = [
+            tf.TensorSpec(variable.shape, variable.dtype)
+            for variable in self.model.trainable_variables
+        ]
+        adapted, y_pred = self.map_tasks(x, one_task, lambda query_spec: (weight_specs, query_spec))
         # The strategy sums gradients over replicas: each replica contributes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.model.trainable_variables
