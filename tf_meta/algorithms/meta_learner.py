@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import adaptation
+from tf_meta.multi_worker_fit import MultiWorkerFit
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x")
 EPISODE_FORMAT = (
@@ -84,7 +85,7 @@ def validate_episode(inputs, targets=None) -> None:
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
-class MetaLearner(keras.Model):
+class MetaLearner(MultiWorkerFit):
     """A meta-learner: a Keras model that adapts a wrapped network to each task.
 
     Calling the learner on an episode batch `x` adapts to each task's support set and

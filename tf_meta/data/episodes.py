@@ -5,6 +5,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_meta.data.task_stream import task_stream
+
 
 def _positive_integer(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -75,6 +77,8 @@ def episodes(
     data_dir: str | None = None,
     transform: Callable | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """N-way K-shot episode batches from a labelled collection.
 
@@ -106,6 +110,11 @@ def episodes(
             each episode before batching; `seed` is a stateless seed (shape [2]) unique
             to the episode, for random augmentations that stay deterministic.
         num_parallel_calls: Parallelism of episode construction.
+        start_step: The first meta-step of an endless stream, to resume a run where it
+            stopped (see `task_stream`).
+        input_context: Under `strategy.distribute_datasets_from_function`, this pipeline's
+            `tf.distribute.InputContext`: the pipeline then makes its replicas' shares of
+            each global meta-batch of `meta_batch_size` tasks (see `task_stream`).
 
     Returns:
         A `tf.data.Dataset` of `(x, query_y)` with x = {"support_x": [T, ways * shots,
@@ -166,11 +175,8 @@ def episodes(
             x, y = transform(x, y, transform_seed)
         return x, y
 
-    indices = tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
-    return (
-        indices.map(episode, num_parallel_calls=num_parallel_calls, deterministic=True)
-        .batch(meta_batch_size, drop_remainder=num_tasks is None)
-        .prefetch(tf.data.AUTOTUNE)
+    return task_stream(
+        episode, meta_batch_size, num_tasks, start_step, input_context, num_parallel_calls
     )
 
 

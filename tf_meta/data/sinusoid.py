@@ -4,6 +4,8 @@ import math
 
 import tensorflow as tf
 
+from tf_meta.data.task_stream import task_stream
+
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
 INPUT_RANGE = (-5.0, 5.0)
@@ -50,6 +52,8 @@ def sinusoid(
     meta_batch_size: int = 25,
     seed: int = 0,
     num_tasks: int | None = None,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Episode batches of sinusoid regression tasks.
 
@@ -65,6 +69,11 @@ def sinusoid(
         seed: Seed of the task stream; use different seeds for training and evaluation.
         num_tasks: None for an endless stream (training); an integer for a finite, fixed
             pool of that many tasks (evaluation), whose last batch may be smaller.
+        start_step: The first meta-step of an endless stream, to resume a run where it
+            stopped (see `task_stream`).
+        input_context: Under `strategy.distribute_datasets_from_function`, this pipeline's
+            `tf.distribute.InputContext`: the pipeline then makes its replicas' shares of
+            each global meta-batch of `meta_batch_size` tasks (see `task_stream`).
 
     Returns:
         A `tf.data.Dataset` of `(x, query_y)` with x = {"support_x": [T, shots, 1],
@@ -96,9 +105,4 @@ def sinusoid(
         x = {"support_x": inputs[:shots], "support_y": targets[:shots], "query_x": inputs[shots:]}
         return x, targets[shots:]
 
-    indices = tf.data.Dataset.counter() if num_tasks is None else tf.data.Dataset.range(num_tasks)
-    return (
-        indices.map(episode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(meta_batch_size, drop_remainder=num_tasks is None)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return task_stream(episode, meta_batch_size, num_tasks, start_step, input_context)
