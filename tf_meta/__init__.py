@@ -1,6 +1,6 @@
 """tf_meta: meta-learning and meta-optimization as Keras 3 models on TensorFlow."""
 
-from tf_meta import adaptation, data, distribution, evaluation, models, serving
+from tf_meta import adaptation, data, distribution, evaluation, models, serving, training
 from tf_meta.algorithms import ANIL, MAML, MetaLearner, MetaSGD, PrototypicalNetwork, Reptile
 
 __version__ = "0.1.0"
@@ -18,4 +18,5 @@ __all__ = [
     "evaluation",
     "models",
     "serving",
+    "training",
 ]

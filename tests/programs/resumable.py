@@ -1,0 +1,106 @@
+"""A meta-training run of the resumability tests, run as its own process.
+
+    python resumable.py OUTPUT_DIR [--kill_at_step=K] [--initial=CHECKPOINT.keras]
+        [--huge_targets_at_step=K]
+
+It meta-trains MAML on sinusoid tasks with `tf_meta.training.train`, a backup in
+OUTPUT_DIR/backup, `ModelCheckpoint`s to `.keras` and `.weights.h5` and `TensorBoard`
+logs, and writes the final weights to OUTPUT_DIR/weights.npz. `--kill_at_step` sends the
+process SIGKILL at the end of that meta-step; `--initial` starts from a saved learner
+(`.keras`, or `.weights.h5` loaded into a fresh learner) instead of fresh weights;
+`--huge_targets_at_step` multiplies the support targets of the tasks of that step by 1e30,
+so that their inner loop diverges.
+"""
+
+import argparse
+import os
+import signal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_meta
+
+EPOCHS = 4
+STEPS_PER_EPOCH = 3
+META_BATCH_SIZE = 4
+
+
+def make_learner():
+    """The compiled learner, with weights from seed 0."""
+    keras.utils.set_random_seed(0)
+    learner = tf_meta.MAML(tf_meta.models.mlp(), inner_learning_rate=0.01)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", metrics=["mae"])
+    return learner
+
+
+def stream(start_step, context, huge_targets_at_step=None):
+    """The training stream; optionally with diverging tasks at one step."""
+    data = tf_meta.data.sinusoid(
+        meta_batch_size=META_BATCH_SIZE, start_step=start_step, input_context=context
+    )
+    if huge_targets_at_step is None:
+        return data
+    steps = tf.data.Dataset.counter(start_step)
+
+    def scale(step, batch):
+        x, y = batch
+        factor = tf.where(step == huge_targets_at_step, 1e30, 1.0)
+        return {**x, "support_y": x["support_y"] * factor}, y
+
+    return tf.data.Dataset.zip(steps, data).map(scale)
+
+
+class KillAtStep(keras.callbacks.Callback):
+    """Sends this process SIGKILL at the end of a given meta-step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run(output_dir, kill_at_step=None, initial=None, huge_targets_at_step=None):
+    """Trains to the end and writes the final weights; see the module docstring."""
+    if initial is None or initial.endswith(".weights.h5"):
+        learner = make_learner()
+    else:
+        learner = keras.saving.load_model(initial)
+    if initial is not None and initial.endswith(".weights.h5"):
+        learner.build_symbolically(stream(0, None).element_spec[0])
+        learner.optimizer.build(learner.trainable_variables)
+        learner.load_weights(initial)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "epoch-{epoch}.keras")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(output_dir, "epoch-{epoch}.weights.h5"), save_weights_only=True
+        ),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
+    ]
+    if kill_at_step is not None:
+        callbacks.append(KillAtStep(kill_at_step))
+    tf_meta.training.train(
+        learner,
+        lambda start_step, context: stream(start_step, context, huge_targets_at_step),
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        backup_directory=os.path.join(output_dir, "backup"),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    np.savez(os.path.join(output_dir, "weights.npz"), *learner.get_weights())
+    return learner
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--kill_at_step", type=int)
+    parser.add_argument("--initial")
+    parser.add_argument("--huge_targets_at_step", type=int)
+    arguments = parser.parse_args()
+    run(**vars(arguments))
