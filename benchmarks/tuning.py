@@ -57,9 +57,9 @@ def _sinusoid():
         "build": build,
         "objective": keras_tuner.Objective("val_loss", "min"),
         "train": tf_meta.data.sinusoid(meta_batch_size=25, seed=0),
-        "validation": tf_meta.data.sinusoid(meta_batch_size=100, seed=1, num_tasks=200),
+        "validation": tf_meta.data.sinusoid(meta_batch_size=100, seed=1, num_tasks=100),
         "test": tf_meta.data.sinusoid(meta_batch_size=100, seed=2, num_tasks=600),
-        "steps_per_epoch": 150,
+        "steps_per_epoch": 100,
         "epochs": 2,
         "metric": "loss",
     }

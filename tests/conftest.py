@@ -1,6 +1,7 @@
 """Test session setup: two logical CPU devices so distribution strategies can be tested."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -52,6 +53,23 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(
         devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
     )
+
+
+def _free_ports(count):
+    """`count` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def free_ports():
+    """`free_ports(count)`: ports for processes of a test cluster on 127.0.0.1."""
+    return _free_ports
 
 
 def _finite_differences(loss, variables, epsilon=1e-6):

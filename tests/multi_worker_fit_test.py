@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,21 +19,11 @@ program = importlib.util.module_from_spec(_specification)
 _specification.loader.exec_module(program)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
+def two_workers(tmp_path_factory, free_ports):
     """Runs the worker program on two processes and returns worker 0's results."""
     output = tmp_path_factory.mktemp("multi_worker") / "results.json"
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     source_root = os.path.dirname(os.path.dirname(tf_meta.__file__))
     processes = []
     for index in range(2):

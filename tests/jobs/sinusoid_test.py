@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -31,6 +32,46 @@ def test_job_writes_report_table_and_plot(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     # After 300 meta-steps MAML already adapts better than the jointly trained network.
     assert results["MAML/10"][0] < results["pretrained/10"][0]
+
+
+def test_two_workers_report_what_one_process_reports(tmp_path, free_ports):
+    budget = ["--meta_steps=20", "--eval_tasks=20", "--meta_batch_size=24"]
+    flags = [*budget, "--verbose=0", "--strategy=multi_worker"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN, f"--output_dir={tmp_path / 'two'}", *flags],
+            env={
+                **os.environ,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    stdout, expected = run_job(
+        tmp_path / "one",
+        *budget,
+        "--tensorboard_dir",
+        str(tmp_path / "logs"),
+        "--backup_dir",
+        str(tmp_path / "backup"),
+    )
+    assert "on 1 replica(s)" in stdout
+    received = json.loads((tmp_path / "two" / "results.json").read_text())["results"]
+    assert (tmp_path / "two" / "worker-1" / "results.json").exists()
+    for key, (mean, _) in expected.items():
+        assert received[key][0] == pytest.approx(mean, rel=1e-4), key
+    # TensorBoard logs of both learners; backups are deleted when training ends.
+    assert {path.name for path in (tmp_path / "logs").iterdir()} == {"maml", "pretrained"}
+    assert not any((tmp_path / "backup").rglob("*.weights.h5"))
 
 
 @pytest.mark.slow

@@ -149,12 +149,8 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("tuner", ["Evolution", "Reinforce"])
-def test_chief_and_two_workers_share_trials_without_repeats(tuner, tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_chief_and_two_workers_share_trials_without_repeats(tuner, tmp_path, free_ports):
+    (port,) = free_ports(1)
     script = WORKER.format(tuner=tuner)
     processes = []
     for tuner_id in ("chief", "tuner0", "tuner1"):

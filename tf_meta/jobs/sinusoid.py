@@ -33,21 +33,47 @@ flags.DEFINE_integer("eval_tasks", 600, "Held-out tasks in the evaluation pool."
 flags.DEFINE_integer("seed", 0, "Seed of weights and training tasks; evaluation uses seed+1.")
 flags.DEFINE_string("output_dir", "results/sinusoid", "Where results and the plot are written.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 shows a progress bar per epoch.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    tf_meta.distribution.STRATEGIES,
+    "Distribution strategy; multi_worker reads the cluster from TF_CONFIG.",
+)
+flags.DEFINE_string(
+    "backup_dir",
+    None,
+    "BackupAndRestore directory: after a crash, the same command resumes from the last "
+    "epoch's backup.",
+)
+flags.DEFINE_string("tensorboard_dir", None, "Where Keras's TensorBoard callback writes logs.")
 
 EVALUATION_STEPS = (0, 1, 10)
 EPOCHS = 10
 
 
-def _train(learner, meta_steps, seed):
-    learner.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate), loss="mse")
-    learner.fit(
-        tf_meta.data.sinusoid(
-            shots=FLAGS.shots, queries=FLAGS.shots, meta_batch_size=FLAGS.meta_batch_size, seed=seed
+def _train(learner, meta_steps, seed, worker):
+    callbacks = []
+    if FLAGS.tensorboard_dir:
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(FLAGS.tensorboard_dir, learner.name, worker))
+        )
+    tf_meta.training.train(
+        learner,
+        lambda start_step, context: tf_meta.data.sinusoid(
+            shots=FLAGS.shots,
+            queries=FLAGS.shots,
+            meta_batch_size=FLAGS.meta_batch_size,
+            seed=seed,
+            start_step=start_step,
+            input_context=context,
         ),
         epochs=EPOCHS,
         steps_per_epoch=max(1, meta_steps // EPOCHS),
+        backup_directory=(
+            os.path.join(FLAGS.backup_dir, learner.name, worker) if FLAGS.backup_dir else None
+        ),
+        callbacks=callbacks,
         verbose=FLAGS.verbose,
-        shuffle=False,  # an endless, seeded task stream: nothing to shuffle
     )
 
 
@@ -95,19 +121,30 @@ def main(argv):
     del argv
 
     meta_steps = 70000 if FLAGS.paper else FLAGS.meta_steps
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    strategy = tf_meta.distribution.strategy_from_name(FLAGS.strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_id = resolver.task_id if resolver is not None and resolver.task_type else 0
+    # Workers keep separate backups and logs; worker 0 writes the report.
+    worker = f"worker-{task_id}"
+    output_dir = FLAGS.output_dir if task_id == 0 else os.path.join(FLAGS.output_dir, worker)
+    os.makedirs(output_dir, exist_ok=True)
     pool_seed = FLAGS.seed + 1
     learners = {}
     for name, inner_steps in (("MAML", 1), ("pretrained", 0)):
         keras.utils.set_random_seed(FLAGS.seed)
-        learners[name] = tf_meta.MAML(
-            tf_meta.models.mlp(input_shape=(1,), hidden_units=(40, 40), outputs=1),
-            inner_learning_rate=FLAGS.inner_learning_rate,
-            inner_steps=inner_steps,
-            name=name.lower(),
+        with strategy.scope():
+            learners[name] = tf_meta.MAML(
+                tf_meta.models.mlp(input_shape=(1,), hidden_units=(40, 40), outputs=1),
+                inner_learning_rate=FLAGS.inner_learning_rate,
+                inner_steps=inner_steps,
+                name=name.lower(),
+            )
+            learners[name].compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate), loss="mse")
+        sys.stdout.write(
+            f"Training {name} for {meta_steps} meta-steps on "
+            f"{strategy.num_replicas_in_sync} replica(s)\n"
         )
-        sys.stdout.write(f"Training {name} for {meta_steps} meta-steps\n")
-        _train(learners[name], meta_steps, FLAGS.seed)
+        _train(learners[name], meta_steps, FLAGS.seed, worker)
 
     pool = tf_meta.data.sinusoid(
         shots=FLAGS.shots,
@@ -138,12 +175,12 @@ def main(argv):
         f"{FLAGS.eval_tasks} held-out tasks, mean ± 95% confidence interval.\n\n{table}\n\n"
         f"Command: `{command}`\n"
     )
-    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as file:
+    with open(os.path.join(output_dir, "results.md"), "w") as file:
         file.write(report)
-    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as file:
+    with open(os.path.join(output_dir, "results.json"), "w") as file:
         json.dump({"meta_steps": meta_steps, "results": results}, file, indent=2)
-    _plot(learners, pool_seed, os.path.join(FLAGS.output_dir, "adapted_curves.png"))
-    sys.stdout.write(f"\n{report}\nWrote {FLAGS.output_dir}/results.md and adapted_curves.png\n")
+    _plot(learners, pool_seed, os.path.join(output_dir, "adapted_curves.png"))
+    sys.stdout.write(f"\n{report}\nWrote {output_dir}/results.md and adapted_curves.png\n")
 
 
 def run():
