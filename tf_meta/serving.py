@@ -83,7 +83,17 @@ def export(learner: MetaLearner, path: str, overwrite: bool = False) -> None:
     from_logits = _from_logits(learner)
 
     def adapt_and_predict(support_x, support_y, query_x):
-        batch = (support_x[None], support_y[None], query_x[None])
+        # A loaded signature checks the dtypes of its inputs but not their shapes.
+        checked = (
+            tf.ensure_shape(value, spec.shape, name=key)
+            for key, value, spec in zip(
+                EPISODE_KEYS,
+                (support_x, support_y, query_x),
+                (features, labels, features),
+                strict=True,
+            )
+        )
+        batch = tuple(value[None] for value in checked)
         episode = dict(zip(EPISODE_KEYS, batch, strict=True))
         predictions = adaptation.at_least_float32(learner.adapt_and_predict(episode)[0])
         outputs = {"predictions": predictions}

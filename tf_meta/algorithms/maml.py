@@ -6,7 +6,6 @@ import tensorflow as tf
 from tf_meta import adaptation
 from tf_meta.algorithms.meta_learner import (
     MetaLearner,
-    validate_labelled_episode,
 )
 
 
@@ -204,11 +203,10 @@ class MAML(MetaLearner):
         earlier = tf.fill([steps - 1], tf.maximum(1.0 / steps - progress / steps, floor))
         return tf.concat([earlier, [1.0 - tf.reduce_sum(earlier)]], axis=0)
 
-    def train_step(self, data):
-        """One meta-step: Keras's own, or with the multi-step loss when that is on."""
+    def meta_train_step(self, data):
+        """One meta-step: the learner's own, or with the multi-step loss when that is on."""
         if not (self.multi_step_loss_steps and self.inner_steps > 1):
-            return super().train_step(data)
-        validate_labelled_episode(data)
+            return super().meta_train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
         with tf.GradientTape() as tape:
@@ -243,10 +241,7 @@ class MAML(MetaLearner):
             ]
             loss = tf.reduce_sum(step_weights * tf.stack(losses))
             scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(scaled, variables), variables, strict=True)
-        )
+        self.apply_meta_gradients(tape.gradient(scaled, self.trainable_variables))
         y_pred = per_step[:, -1]
         self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

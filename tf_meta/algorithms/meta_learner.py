@@ -21,6 +21,14 @@ def _shape(value) -> tf.TensorShape:
     return tf.TensorShape(getattr(value, "shape", np.shape(value)))
 
 
+def _dtype(value) -> tf.DType | None:
+    """The TensorFlow dtype of a tensor or array, or None for one TensorFlow has no number for."""
+    try:
+        return tf.as_dtype(getattr(value, "dtype", None) or np.asarray(value).dtype)
+    except TypeError:
+        return None
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(f"{message} {EPISODE_FORMAT}")
@@ -74,6 +82,22 @@ def validate_episode(inputs, targets=None) -> None:
             f"('{key}' shape {shapes[key]}, '{other}' shape {shapes[other]}).",
         )
 
+    values = {**{key: inputs[key] for key in EPISODE_KEYS}, "query_y": targets}
+    for key in shapes:
+        dtype = _dtype(values[key])
+        if dtype is None or not (dtype.is_floating or dtype.is_integer):
+            name = dtype.name if dtype is not None else np.asarray(values[key]).dtype
+            _require(
+                False,
+                f"'{key}' must hold numbers (floating point or integers); received dtype {name}.",
+            )
+    for key, shape in shapes.items():
+        # No task is fine (a replica's share of a last, partial batch); no example is not.
+        _require(
+            0 not in shape.as_list()[1:],
+            f"'{key}' has an empty axis: shape {shape}. Every task needs at least one "
+            "support and one query example, and features and targets need a size.",
+        )
     for key in shapes:
         if key != "support_x":
             agree(key, (0, 1), "support_x", (0, 1), "task axis")
@@ -279,8 +303,7 @@ class MetaLearner(MultiWorkerFit):
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
         """
-        validate_episode(inputs)
-        support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
+        support_x, support_y, query_x = episode_tensors(inputs)
         trainable_values, non_trainable_values = self.weight_values()
         return tf.map_fn(
             lambda task: function(trainable_values, non_trainable_values, *task),
@@ -329,14 +352,56 @@ class MetaLearner(MultiWorkerFit):
                 )
 
     def train_step(self, data):
-        """One meta-training step: Keras's own step, after validating the episode batch."""
-        validate_labelled_episode(data)
-        return super().train_step(data)
+        """One meta-training step on a checked episode batch (see `meta_train_step`).
+
+        The update depends on the checked batch through the gradients, so a batch that fails
+        the run-time checks changes nothing, not even the optimizer's step counter.
+        """
+        return self.meta_train_step(checked_labelled_episode(data))
+
+    def meta_train_step(self, data):
+        """The meta-training step proper: query loss, meta-gradient and update.
+
+        The loss is that of the adapted predictions, its gradient is taken with respect to
+        the initial weights (through adaptation). This is Keras's `train_step` except that
+        the update waits for the gradients (see `apply_meta_gradients`).
+
+        Args:
+            data: A validated episode batch `(x, query_y)`.
+
+        Returns:
+            The logs of the step.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        self.apply_meta_gradients(tape.gradient(scaled, self.trainable_variables))
+        self.track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def apply_meta_gradients(self, gradients: list[tf.Tensor]) -> None:
+        """Updates `trainable_variables` with the optimizer, once the gradients exist.
+
+        In Keras's own step the optimizer's step counter is incremented independently of
+        the gradients, so a step failing at run time (a label out of range) would still
+        count. Here every update waits for the gradients: a failed step changes nothing.
+
+        Args:
+            gradients: One gradient (or None) per entry of `trainable_variables`.
+        """
+        variables = self.trainable_variables
+        if not self.optimizer.built:
+            self.optimizer.build(variables)  # outside the control dependencies, to be lifted
+        with tf.control_dependencies([gradient for gradient in gradients if gradient is not None]):
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def test_step(self, data):
         """One evaluation step: post-adaptation query loss and metrics."""
-        validate_labelled_episode(data)
-        return super().test_step(data)
+        return super().test_step(checked_labelled_episode(data))
 
     def adapt(self, support_x, support_y, steps: int | None = None) -> list[tf.Tensor]:
         """Adapts to one task and returns its fast weights.
@@ -422,8 +487,85 @@ def _build_network(model: keras.Model, feature_shape, dtype=None) -> None:
         model(keras.KerasTensor((None, *feature_shape), dtype=dtype or model.input_dtype))
 
 
-def validate_labelled_episode(data) -> None:
-    """Checks that `data` is an episode batch `(x, query_y)` with targets (see above)."""
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+def _finite(key: str, value: tf.Tensor) -> tf.Tensor:
+    """`value`, checked at run time for NaN and Inf if it is floating point."""
+    if not value.dtype.is_floating:
+        return value
+    return tf.debugging.check_numerics(value, f"Episode key '{key}' contains NaN or Inf")
+
+
+def _checked(tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """`tensors` with run-time checks of what `validate_episode` could not see at trace time.
+
+    Dimensions unknown when the step is traced (Keras relaxes shapes when it retraces; an
+    exported signature has a dynamic example axis) are asserted at run time: no empty axis,
+    and the same agreements as `validate_episode`.
+    Floating-point values are checked for NaN and Inf. Every check names the key.
+    """
+    tensors = {key: tf.convert_to_tensor(value) for key, value in tensors.items()}
+    if not all(value.shape.is_fully_defined() for value in tensors.values()):
+        shapes = {key: tf.shape(value) for key, value in tensors.items()}
+        pairs = [(key, "support_x", 0, 1, "task axis") for key in tensors if key != "support_x"]
+        pairs += [
+            ("support_y", "support_x", 1, 2, "examples"),
+            ("query_x", "support_x", 2, None, "feature shape"),
+        ]
+        if "query_y" in tensors:
+            pairs += [
+                ("query_y", "query_x", 1, 2, "examples"),
+                ("query_y", "support_y", 2, None, "target shape"),
+            ]
+        assertions = [
+            tf.debugging.assert_positive(shape[1:], message=f"'{key}' has an empty axis")
+            for key, shape in shapes.items()
+        ] + [
+            tf.debugging.assert_equal(
+                shapes[key][start:end],
+                shapes[other][start:end],
+                message=f"'{key}' and '{other}' disagree on the {what}",
+            )
+            for key, other, start, end, what in pairs
+        ]
+        with tf.control_dependencies(assertions):
+            tensors = {key: tf.identity(value) for key, value in tensors.items()}
+    return {key: _finite(key, value) for key, value in tensors.items()}
+
+
+def episode_tensors(inputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Validates an episode batch `x` and returns its support inputs, targets and queries.
+
+    Args:
+        inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+
+    Returns:
+        `(support_x, support_y, query_x)` as tensors. They fail at run time with an
+        `InvalidArgumentError` naming the key if they contain NaN or Inf, or if a dimension
+        unknown at trace time is empty or disagrees, before anything that depends on them
+        (an update of weights) runs.
+
+    Raises:
+        ValueError: If `inputs` is not a valid episode batch (see `validate_episode`).
+    """
+    validate_episode(inputs)
+    tensors = _checked({key: inputs[key] for key in EPISODE_KEYS})
+    return tuple(tensors[key] for key in EPISODE_KEYS)
+
+
+def checked_labelled_episode(data):
+    """Validates an episode batch `(x, query_y)` with targets (see `validate_episode`).
+
+    Args:
+        data: The batch a training or evaluation step receives.
+
+    Returns:
+        `data` with every tensor checked at run time as `episode_tensors` checks `x`.
+
+    Raises:
+        ValueError: If `data` has no targets or is not a valid episode batch.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     _require(y is not None, "The episode batch has no targets: pass query_y as y.")
     validate_episode(x, y)
+    tensors = _checked({**{key: x[key] for key in EPISODE_KEYS}, "query_y": y})
+    targets = tensors.pop("query_y")
+    return keras.utils.pack_x_y_sample_weight(tensors, targets, sample_weight)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tf_meta.algorithms.meta_learner import EPISODE_KEYS, MetaLearner, validate_episode
+from tf_meta.algorithms.meta_learner import MetaLearner, episode_tensors
 
 DISTANCES = ("squared_euclidean", "cosine")
 
@@ -126,8 +126,7 @@ class PrototypicalNetwork(MetaLearner):
             ValueError: If `inputs` is not an episode batch of class labels.
         """
         del steps
-        validate_episode(inputs)
-        support_x, support_y, query_x = (tf.convert_to_tensor(inputs[k]) for k in EPISODE_KEYS)
+        support_x, support_y, query_x = episode_tensors(inputs)
         if support_y.shape.rank != 2 or support_y.dtype.is_complex or support_y.dtype == tf.bool:
             raise ValueError(
                 "PrototypicalNetwork needs class labels: 'support_y' must be [tasks, shots] "

@@ -6,9 +6,7 @@ import tensorflow as tf
 from tf_meta import adaptation
 from tf_meta.algorithms.maml import check_steps, resolve_steps
 from tf_meta.algorithms.meta_learner import (
-    EPISODE_KEYS,
     MetaLearner,
-    validate_labelled_episode,
 )
 
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -152,9 +150,8 @@ class Reptile(MetaLearner):
             one_query, query_x, fn_output_signature=tf.TensorSpec(spec.shape[1:], spec.dtype)
         )
 
-    def train_step(self, data):
+    def meta_train_step(self, data):
         """One Reptile meta-step: adapt every task, then step toward the mean weights."""
-        validate_labelled_episode(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
 
@@ -172,16 +169,17 @@ class Reptile(MetaLearner):
         adapted, y_pred = self.map_tasks(x, one_task, lambda query_spec: (weight_specs, query_spec))
         # The strategy sums gradients over replicas: each replica contributes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.model.trainable_variables
-        directions = [
-            (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
-            for variable, weights in zip(variables, adapted, strict=True)
-        ]
-        self.optimizer.apply_gradients(zip(directions, variables, strict=True))
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=tf.shape(x[EPISODE_KEYS[0]])[0])
+        # The update does not need the query loss, but waits for it: bad query targets
+        # fail the step before anything changes.
+        with tf.control_dependencies([loss]):
+            self.apply_meta_gradients(
+                [
+                    (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
+                    for variable, weights in zip(self.trainable_variables, adapted, strict=True)
+                ]
+            )
+        self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
