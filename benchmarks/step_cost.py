@@ -25,6 +25,9 @@ flags.DEFINE_integer("steps", 5, "Meta-steps per timed turn.")
 flags.DEFINE_integer("inner_steps", 1, "Inner steps of MAML, Meta-SGD and ANIL.")
 flags.DEFINE_integer("rounds", 4, "Turns per learner.")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
+flags.DEFINE_enum(
+    "strategy", "default", tf_meta.distribution.STRATEGIES, "Distribution strategy (see README)."
+)
 
 
 def _learners():
@@ -55,12 +58,15 @@ def main(argv):
         seed=0,
     )
     batches = list(episodes.take(FLAGS.steps))
-    learners = _learners()
+    strategy = tf_meta.distribution.strategy_from_name(FLAGS.strategy)
+    with strategy.scope():
+        learners = _learners()
+        for learner in learners.values():
+            learner.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
     for learner in learners.values():
-        learner.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
         learner.train_on_batch(*batches[0])  # trace
     times = {name: [] for name in learners}
     for _ in range(FLAGS.rounds):
@@ -72,7 +78,7 @@ def main(argv):
     reference = np.median(times["MAML (second order)"])
     rows = [
         f"Omniglot 5-way 1-shot 15-query, conv4, {FLAGS.inner_steps} inner step(s), meta-batch "
-        f"{FLAGS.meta_batch_size}, "
+        f"{FLAGS.meta_batch_size}, {strategy.num_replicas_in_sync} replica(s), "
         f"TensorFlow {tf.__version__}, {time.strftime('%Y-%m-%d')}; median of {FLAGS.rounds} "
         f"interleaved turns of {FLAGS.steps} steps",
         "",
