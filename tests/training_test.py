@@ -89,15 +89,15 @@ def test_diverging_inner_loop_stops_the_run_and_keeps_the_last_good_backup(tmp_p
     assert all(np.isfinite(weight).all() for weight in learner.get_weights())
 
 
-def test_tensorboard_logs_outer_loss_and_query_metrics(uninterrupted):
+def test_tensorboard_logs_outer_loss_query_metrics_and_inner_losses(uninterrupted):
     directory, _ = uninterrupted
     tags = {}
     for path in glob.glob(str(directory / "logs" / "train" / "*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 tags.setdefault(value.tag, []).append(event.step)
-    assert sorted(tags["epoch_loss"]) == list(range(program.EPOCHS))
-    assert sorted(tags["epoch_mae"]) == list(range(program.EPOCHS))
+    for name in ["loss", "mae"] + [f"inner_loss_step_{step}" for step in range(4)]:
+        assert sorted(tags[f"epoch_{name}"]) == list(range(program.EPOCHS)), name
 
 
 def test_checkpoint_from_another_steps_per_epoch_is_refused():

@@ -1,6 +1,15 @@
 """tf_meta: meta-learning and meta-optimization as Keras 3 models on TensorFlow."""
 
-from tf_meta import adaptation, data, distribution, evaluation, models, serving, training
+from tf_meta import (
+    adaptation,
+    callbacks,
+    data,
+    distribution,
+    evaluation,
+    models,
+    serving,
+    training,
+)
 from tf_meta.algorithms import ANIL, MAML, MetaLearner, MetaSGD, PrototypicalNetwork, Reptile
 
 __version__ = "0.1.0"
@@ -13,6 +22,7 @@ __all__ = [
     "PrototypicalNetwork",
     "Reptile",
     "adaptation",
+    "callbacks",
     "data",
     "distribution",
     "evaluation",

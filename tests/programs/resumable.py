@@ -4,8 +4,8 @@
         [--huge_targets_at_step=K]
 
 It meta-trains MAML on sinusoid tasks with `tf_meta.training.train`, a backup in
-OUTPUT_DIR/backup, `ModelCheckpoint`s to `.keras` and `.weights.h5` and `TensorBoard`
-logs, and writes the final weights to OUTPUT_DIR/weights.npz. `--kill_at_step` sends the
+OUTPUT_DIR/backup, `ModelCheckpoint`s to `.keras` and `.weights.h5`, and `TensorBoard`
+logs with the inner-loss curve, and writes the final weights to OUTPUT_DIR/weights.npz. `--kill_at_step` sends the
 process SIGKILL at the end of that meta-step; `--initial` starts from a saved learner
 (`.keras`, or `.weights.h5` loaded into a fresh learner) instead of fresh weights;
 `--huge_targets_at_step` multiplies the support targets of the tasks of that step by 1e30,
@@ -78,6 +78,9 @@ def run(output_dir, kill_at_step=None, initial=None, huge_targets_at_step=None):
         keras.callbacks.ModelCheckpoint(os.path.join(output_dir, "epoch-{epoch}.keras")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(output_dir, "epoch-{epoch}.weights.h5"), save_weights_only=True
+        ),
+        tf_meta.callbacks.InnerLossCurve(
+            next(iter(tf_meta.data.sinusoid(meta_batch_size=8, seed=1, num_tasks=8))), steps=3
         ),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
     ]
