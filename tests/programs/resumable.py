@@ -4,12 +4,12 @@
         [--huge_targets_at_step=K]
 
 It meta-trains MAML on sinusoid tasks with `tf_meta.training.train`, a backup in
-OUTPUT_DIR/backup, `ModelCheckpoint`s to `.keras` and `.weights.h5`, and `TensorBoard`
-logs with the inner-loss curve, and writes the final weights to OUTPUT_DIR/weights.npz. `--kill_at_step` sends the
-process SIGKILL at the end of that meta-step; `--initial` starts from a saved learner
-(`.keras`, or `.weights.h5` loaded into a fresh learner) instead of fresh weights;
-`--huge_targets_at_step` multiplies the support targets of the tasks of that step by 1e30,
-so that their inner loop diverges.
+OUTPUT_DIR/backup, `ModelCheckpoint`s to `.keras` and `.weights.h5`, and `TensorBoard` logs
+with the inner-loss curve, and writes the final weights to OUTPUT_DIR/weights.npz.
+`--kill_at_step` sends the process SIGKILL at the end of that meta-step; `--initial` starts
+from a saved learner (`.keras`, or `.weights.h5` loaded into a fresh learner) instead of fresh
+weights; `--huge_targets_at_step` multiplies the support targets of the tasks of that step by
+1e30, so that their inner loop diverges.
 """
 
 import argparse
