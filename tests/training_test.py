@@ -78,7 +78,10 @@ def test_diverging_inner_loop_stops_the_run_and_keeps_the_last_good_backup(tmp_p
     step = program.STEPS_PER_EPOCH * 2 + 1  # epoch 3, batch 1
     diverged = _run_program(tmp_path, f"--huge_targets_at_step={step}")
     assert diverged.returncode == 1
-    assert "RuntimeError: NaN or Inf loss encountered at batch 1" in diverged.stderr
+    assert (
+        f"RuntimeError: Meta-step {step + 1} of the run (counting from 1): NaN or Inf loss "
+        "encountered at batch 1" in diverged.stderr
+    )
     with open(tmp_path / "backup" / "training_metadata.json") as file:
         assert json.load(file)["epoch"] == 2
     learner = program.make_learner()

@@ -30,8 +30,8 @@ def train(
     - A learner loaded from a checkpoint written at the end of an epoch (`ModelCheckpoint`
       to `.keras`, or `.weights.h5` loaded into a compiled learner) continues likewise.
     Keras's `TerminateOnNaN(raise_error=True)` stops the run at the first NaN or infinite
-    loss (a diverged inner loop) with an error naming the batch, before the epoch's backup
-    would overwrite the last good one.
+    loss (a diverged inner loop), before the epoch's backup would overwrite the last good
+    one; the error names the meta-step of the run and the batch of the epoch.
 
     Under a distribution strategy (the learner created in `strategy.scope()`), every
     input pipeline builds only its replicas' shares of each global meta-batch.
@@ -76,12 +76,18 @@ def train(
             f"of `steps_per_epoch`={steps_per_epoch}; resume with the `steps_per_epoch` of "
             "the run that wrote the backup or checkpoint."
         )
-    return learner.fit(
-        distribute_stream(strategy, lambda context: stream(start_step, context)),
-        epochs=epochs,
-        initial_epoch=start_step // steps_per_epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )
+    try:
+        return learner.fit(
+            distribute_stream(strategy, lambda context: stream(start_step, context)),
+            epochs=epochs,
+            initial_epoch=start_step // steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
+    except RuntimeError as error:
+        if "NaN or Inf loss" not in str(error):
+            raise
+        step = int(learner.optimizer.iterations.numpy())
+        raise RuntimeError(f"Meta-step {step} of the run (counting from 1): {error}") from error
