@@ -4,9 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_meta import adaptation
-from tf_meta.algorithms.meta_learner import (
-    MetaLearner,
-)
+from tf_meta.algorithms.meta_learner import MetaLearner
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")

@@ -494,13 +494,13 @@ def _finite(key: str, value: tf.Tensor) -> tf.Tensor:
     return tf.debugging.check_numerics(value, f"Episode key '{key}' contains NaN or Inf")
 
 
-def _checked(tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+def _checked(tensors: dict[str, tf.Tensor], finite_keys) -> dict[str, tf.Tensor]:
     """`tensors` with run-time checks of what `validate_episode` could not see at trace time.
 
     Dimensions unknown when the step is traced (Keras relaxes shapes when it retraces; an
     exported signature has a dynamic example axis) are asserted at run time: no empty axis,
-    and the same agreements as `validate_episode`.
-    Floating-point values are checked for NaN and Inf. Every check names the key.
+    and the same agreements as `validate_episode`. The floating-point values of
+    `finite_keys` are checked for NaN and Inf. Every check names the key.
     """
     tensors = {key: tf.convert_to_tensor(value) for key, value in tensors.items()}
     if not all(value.shape.is_fully_defined() for value in tensors.values()):
@@ -528,7 +528,9 @@ def _checked(tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         ]
         with tf.control_dependencies(assertions):
             tensors = {key: tf.identity(value) for key, value in tensors.items()}
-    return {key: _finite(key, value) for key, value in tensors.items()}
+    return {
+        key: _finite(key, value) if key in finite_keys else value for key, value in tensors.items()
+    }
 
 
 def episode_tensors(inputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -547,7 +549,7 @@ def episode_tensors(inputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         ValueError: If `inputs` is not a valid episode batch (see `validate_episode`).
     """
     validate_episode(inputs)
-    tensors = _checked({key: inputs[key] for key in EPISODE_KEYS})
+    tensors = _checked({key: inputs[key] for key in EPISODE_KEYS}, EPISODE_KEYS)
     return tuple(tensors[key] for key in EPISODE_KEYS)
 
 
@@ -558,7 +560,9 @@ def checked_labelled_episode(data):
         data: The batch a training or evaluation step receives.
 
     Returns:
-        `data` with every tensor checked at run time as `episode_tensors` checks `x`.
+        `data` with `query_y` checked at run time as `episode_tensors` checks `x`, and
+        against `x`'s shapes. `x` itself is checked once, where the learner reads it
+        (`episode_tensors`), and everything that changes state depends on it.
 
     Raises:
         ValueError: If `data` has no targets or is not a valid episode batch.
@@ -566,6 +570,5 @@ def checked_labelled_episode(data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     _require(y is not None, "The episode batch has no targets: pass query_y as y.")
     validate_episode(x, y)
-    tensors = _checked({**{key: x[key] for key in EPISODE_KEYS}, "query_y": y})
-    targets = tensors.pop("query_y")
-    return keras.utils.pack_x_y_sample_weight(tensors, targets, sample_weight)
+    targets = _checked({**{key: x[key] for key in EPISODE_KEYS}, "query_y": y}, ["query_y"])
+    return keras.utils.pack_x_y_sample_weight(x, targets["query_y"], sample_weight)

@@ -5,9 +5,7 @@ import tensorflow as tf
 
 from tf_meta import adaptation
 from tf_meta.algorithms.maml import check_steps, resolve_steps
-from tf_meta.algorithms.meta_learner import (
-    MetaLearner,
-)
+from tf_meta.algorithms.meta_learner import MetaLearner
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
