@@ -3,6 +3,7 @@
 from tf_meta import (
     adaptation,
     callbacks,
+    checkpointing,
     data,
     distribution,
     evaluation,
@@ -23,6 +24,7 @@ __all__ = [
     "Reptile",
     "adaptation",
     "callbacks",
+    "checkpointing",
     "data",
     "distribution",
     "evaluation",

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import adaptation
+from tf_meta.checkpointing import recompute
 from tf_meta.multi_worker_fit import MultiWorkerFit
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x")
@@ -124,6 +125,17 @@ class MetaLearner(MultiWorkerFit):
     `1 / num_replicas` scaling that Keras applies to the outer loss, so a step under a
     strategy equals the same step on one device.
 
+    Two options change speed and memory, not the result:
+    - `vectorize_tasks` adapts the tasks together (`tf.vectorized_map`, which falls back to
+      a loop for ops it cannot vectorize). It is a large gain for small networks and a
+      loss for convolutions, whose filter gradients TensorFlow does not vectorize; under
+      `jit_compile` it needs every op vectorizable (see `benchmarks/RESULTS.md`).
+    - `gradient_checkpointing` makes the meta-gradient recompute each task's adaptation
+      instead of storing its activations (`tf_meta.checkpointing.recompute`): peak memory
+      then holds one task's activations instead of the whole meta-batch's, for the cost
+      of a second forward pass.
+    The prototypical network embeds the whole meta-batch as one batch and refuses both.
+
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
     the network on fast weights in a `keras.StatelessScope` (the mechanism of
     `stateless_call`), in training mode: the wrapped model's variables never change, and
@@ -136,6 +148,9 @@ class MetaLearner(MultiWorkerFit):
             to predictions.
         inner_loss: The support loss of the inner loop (a Keras loss identifier). None
             uses the loss given to `compile`.
+        vectorize_tasks: Adapt the tasks of a meta-batch together instead of in a loop.
+        gradient_checkpointing: Recompute each task's adaptation for the meta-gradient
+            instead of storing its activations.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
@@ -143,7 +158,14 @@ class MetaLearner(MultiWorkerFit):
             weights.
     """
 
-    def __init__(self, model: keras.Model, inner_loss=None, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        inner_loss=None,
+        vectorize_tasks: bool = False,
+        gradient_checkpointing: bool = False,
+        **kwargs,
+    ):
         if not isinstance(model, keras.Model):
             raise ValueError(
                 f"`model` must be a keras.Model; received {type(model).__name__}: {model!r}."
@@ -152,6 +174,8 @@ class MetaLearner(MultiWorkerFit):
         super().__init__(autocast=False, **kwargs)
         self.model = model
         self.inner_loss = inner_loss
+        self.vectorize_tasks = bool(vectorize_tasks)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         if model.built:
             self._check_trainable_weights()
 
@@ -305,9 +329,30 @@ class MetaLearner(MultiWorkerFit):
         """
         support_x, support_y, query_x = episode_tensors(inputs)
         trainable_values, non_trainable_values = self.weight_values()
+        # The learner's own variables (learned inner learning rates) are read here too and
+        # enter each task as arguments, as the network's weights do: a recomputed task then
+        # reads no variable inside the loop.
+        own = [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
+        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
+        count = len(trainable_values)
+
+        def one_task(*arguments):
+            mapping = list(zip(own, arguments[count : len(values)], strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return function(
+                    list(arguments[:count]), non_trainable_values, *arguments[len(values) :]
+                )
+
+        if self.gradient_checkpointing:
+            one_task = recompute(one_task)
+        tasks = (support_x, support_y, query_x)
+        if self.vectorize_tasks:
+            return tf.vectorized_map(
+                lambda task: one_task(*values, *task), tasks, fallback_to_while_loop=True
+            )
         return tf.map_fn(
-            lambda task: function(trainable_values, non_trainable_values, *task),
-            (support_x, support_y, query_x),
+            lambda task: one_task(*values, *task),
+            tasks,
             fn_output_signature=output_signature(self.query_output_spec(query_x)),
         )
 
@@ -460,6 +505,8 @@ class MetaLearner(MultiWorkerFit):
         """The learner's configuration, with the wrapped model serialized inside it."""
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.model)
+        config["vectorize_tasks"] = self.vectorize_tasks
+        config["gradient_checkpointing"] = self.gradient_checkpointing
         config["inner_loss"] = (
             self.inner_loss
             if self.inner_loss is None or isinstance(self.inner_loss, str)

@@ -33,7 +33,8 @@ class PrototypicalNetwork(MetaLearner):
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
-        ValueError: If `distance` is unknown or `cosine_scale` is not positive; when the
+        ValueError: If `distance` is unknown, `cosine_scale` is not positive or a task-loop
+            option (`vectorize_tasks`, `gradient_checkpointing`) is set; when the
             step is traced, if the support targets are not integer class labels
             `[tasks, shots]`.
 
@@ -53,6 +54,12 @@ class PrototypicalNetwork(MetaLearner):
             raise ValueError(f"`distance` must be one of {DISTANCES}; received {distance!r}.")
         if not cosine_scale > 0:
             raise ValueError(f"`cosine_scale` must be positive; received {cosine_scale!r}.")
+        for option in ("vectorize_tasks", "gradient_checkpointing"):
+            if kwargs.get(option):
+                raise ValueError(
+                    f"`{option}` applies to learners that adapt task by task; a prototypical "
+                    "network embeds the whole meta-batch as one batch and has no task loop."
+                )
         super().__init__(model, **kwargs)
         self.distance = distance
         self.cosine_scale = float(cosine_scale)

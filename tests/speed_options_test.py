@@ -1,0 +1,188 @@
+"""Checks the speed options (vectorized tasks, gradient checkpointing, XLA) keep the result."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_meta
+
+WAYS = 3
+
+
+def network():
+    """A convolutional network with batch normalization: conv filter gradients, BN statistics."""
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(WAYS),
+        ]
+    )
+
+
+LEARNERS = {
+    "MAML": lambda **options: tf_meta.MAML(
+        network(), inner_learning_rate=0.3, inner_steps=2, **options
+    ),
+    "FOMAML": lambda **options: tf_meta.MAML(
+        network(), inner_learning_rate=0.3, first_order=True, **options
+    ),
+    "MAML++": lambda **options: tf_meta.MAML(
+        network(),
+        inner_learning_rate=0.3,
+        inner_steps=3,
+        per_step_learning_rates=True,
+        multi_step_loss_steps=10,
+        **options,
+    ),
+    "MetaSGD": lambda **options: tf_meta.MetaSGD(network(), inner_learning_rate=0.3, **options),
+    "ANIL": lambda **options: tf_meta.ANIL(
+        network(), inner_learning_rate=0.3, inner_steps=2, **options
+    ),
+    # Inner SGD: Adam would turn the rounding noise of the convolution's bias gradient
+    # (zero in exact arithmetic, since batch normalization follows) into full steps.
+    "Reptile": lambda **options: tf_meta.Reptile(
+        network(), inner_learning_rate=0.1, inner_steps=3, inner_optimizer="sgd", **options
+    ),
+}
+OPTIONS = {
+    "vectorize_tasks": {"vectorize_tasks": True},
+    "gradient_checkpointing": {"gradient_checkpointing": True},
+    "both": {"vectorize_tasks": True, "gradient_checkpointing": True},
+}
+
+
+def episode(tasks=4):
+    rng = np.random.default_rng(0)
+    x = {
+        "support_x": rng.normal(size=(tasks, WAYS * 2, 6, 6, 1)).astype("float32"),
+        "support_y": np.tile(np.repeat(np.arange(WAYS), 2), (tasks, 1)).astype("int32"),
+        "query_x": rng.normal(size=(tasks, WAYS * 3, 6, 6, 1)).astype("float32"),
+    }
+    return x, np.tile(np.repeat(np.arange(WAYS), 3), (tasks, 1)).astype("int32")
+
+
+def meta_update(name, jit_compile=False, **options):
+    """The change of every learner variable after one meta-step with SGD at rate 1."""
+    keras.utils.set_random_seed(0)
+    learner = (LEARNERS[name] if isinstance(name, str) else name)(**options)
+    learner.compile(
+        optimizer=keras.optimizers.SGD(1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    x, y = episode()
+    learner(x)
+    before = [v.numpy() for v in learner.trainable_variables]
+    learner.train_on_batch(x, y)
+    return [v.numpy() - b for v, b in zip(learner.trainable_variables, before, strict=True)]
+
+
+def assert_same_update(actual, expected):
+    scale = max(float(np.abs(e).max()) for e in expected)
+    assert scale > 0
+    for a, e in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_option_gives_the_plain_meta_gradient(name, option):
+    assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))
+
+
+@pytest.mark.parametrize("name", ["MAML", "MetaSGD", "MAML++"])
+def test_gradient_checkpointing_under_xla_gives_the_plain_meta_gradient(name):
+    assert_same_update(
+        meta_update(name, jit_compile=True, gradient_checkpointing=True), meta_update(name)
+    )
+
+
+def test_vectorized_tasks_under_xla_give_the_plain_meta_gradient():
+    """Without convolutions: XLA refuses the loop that vectorization falls back to for the
+    gradient of a convolution's filters."""
+
+    def dense_maml(**options):
+        network = keras.Sequential(
+            [keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(WAYS)]
+        )
+        return tf_meta.MAML(network, inner_learning_rate=0.3, inner_steps=2, **options)
+
+    assert_same_update(
+        meta_update(dense_maml, jit_compile=True, vectorize_tasks=True), meta_update(dense_maml)
+    )
+
+
+def test_tf_recompute_grad_still_stops_the_inner_tape():
+    """`tf_meta.checkpointing.recompute` exists because `tf.recompute_grad` runs the forward
+    pass with every tape stopped, so an inner gradient inside it is None. When this test
+    fails, TensorFlow has changed and `tf.recompute_grad` may replace it."""
+
+    def inner_step(weight, seen):
+        with tf.GradientTape() as tape:
+            tape.watch(weight)
+            loss = tf.reduce_sum(tf.sin(weight) * weight**2)
+        gradient = tape.gradient(loss, weight)
+        seen.append(gradient)
+        return weight if gradient is None else weight - gradient
+
+    weight = tf.constant([1.5, -0.7])
+    in_tensorflow, in_tf_meta = [], []
+    tf.recompute_grad(lambda w: inner_step(w, in_tensorflow))(weight)
+    tf_meta.checkpointing.recompute(lambda w: inner_step(w, in_tf_meta))(weight)
+    assert in_tensorflow == [None]
+    assert in_tf_meta[0] is not None
+
+
+def test_recompute_gives_the_second_order_gradient_of_a_variable_and_an_argument():
+    rate = tf.Variable(0.3)
+
+    def adapted_loss(weight):
+        with tf.GradientTape() as tape:
+            tape.watch(weight)
+            loss = tf.reduce_sum(tf.sin(weight) * weight**2)
+        adapted = weight - rate * tape.gradient(loss, weight)
+        return tf.reduce_sum(tf.cos(adapted) * adapted)
+
+    weight = tf.constant([1.5, -0.7])
+
+    @tf.function
+    def gradients(function):
+        with tf.GradientTape() as tape:
+            tape.watch(weight)
+            value = function(weight)
+        return tape.gradient(value, [weight, rate])
+
+    plain = gradients(adapted_loss)
+    recomputed = gradients(tf_meta.checkpointing.recompute(adapted_loss))
+    # An independent value: the analytic derivative, by hand, of the same function.
+    w, r = np.array([1.5, -0.7]), 0.3
+    g = np.cos(w) * w**2 + 2 * w * np.sin(w)
+    h = -np.sin(w) * w**2 + 4 * w * np.cos(w) + 2 * np.sin(w)
+    a = w - r * g
+    outer = -np.sin(a) * a + np.cos(a)
+    np.testing.assert_allclose(plain[0], outer * (1 - r * h), rtol=1e-5)
+    np.testing.assert_allclose(plain[1], np.sum(outer * -g), rtol=1e-5)
+    for p, q in zip(plain, recomputed, strict=True):
+        np.testing.assert_allclose(q, p, rtol=1e-6)
+
+
+def test_options_survive_saving(tmp_path):
+    learner = LEARNERS["MAML"](vectorize_tasks=True, gradient_checkpointing=True)
+    learner.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, _ = episode()
+    learner(x)
+    learner.save(tmp_path / "learner.keras")
+    loaded = keras.saving.load_model(tmp_path / "learner.keras")
+    assert loaded.vectorize_tasks and loaded.gradient_checkpointing
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), learner.predict(x, verbose=0), 1e-5)
+
+
+def test_prototypical_network_refuses_the_task_loop_options():
+    for option in OPTIONS["both"]:
+        with pytest.raises(ValueError, match=option):
+            tf_meta.PrototypicalNetwork(network(), **{option: True})
