@@ -28,6 +28,7 @@ flags.DEFINE_integer("episodes", 100_000, "Episodes drawn from the default-paral
 flags.DEFINE_integer("single_thread_episodes", 20_000, "Episodes drawn single-threaded.")
 flags.DEFINE_integer("maml_steps", 20, "Timed MAML meta-steps (after one warm-up step).")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
+flags.DEFINE_bool("smoke", False, "A few hundred episodes and one MAML step: checks the script.")
 
 
 def _megabytes(value: float) -> str:
@@ -84,6 +85,9 @@ def _maml_rate(collection):
 def main(argv):
     """Runs the measurements and prints a Markdown table."""
     del argv
+    if FLAGS.smoke:
+        FLAGS.episodes, FLAGS.single_thread_episodes, FLAGS.maml_steps = 640, 320, 1
+        FLAGS.meta_batch_size = 4
     collection = tf_meta.data.load_omniglot("vinyals_train", data_dir=FLAGS.data_dir)
     single, _ = _rate(_stream(collection, True), FLAGS.single_thread_episodes)
     parallel, memory = _rate(

@@ -193,6 +193,7 @@ def _configurations(problem):
         "MAML, tasks vectorized": maml(vectorize_tasks=True),
         "MAML (first order)": maml(first_order=True),
         "MAML (first order), bfloat16": maml(first_order=True),
+        "Meta-SGD": lambda: tf_meta.MetaSGD(head(), **inner),
         "ANIL": lambda: tf_meta.ANIL(head(), **inner),
         "ANIL, bfloat16": lambda: tf_meta.ANIL(head(), **inner),
         "Reptile": lambda: tf_meta.Reptile(head(), inner_learning_rate=0.001),

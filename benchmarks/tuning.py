@@ -37,6 +37,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where the PNG plots are written.")
+flags.DEFINE_bool("smoke", False, "Sinusoid, 1 trial of 2 steps per tuner: checks the script.")
 
 
 def _sinusoid():
@@ -178,9 +179,13 @@ def _trials_to_within(scores, direction, tolerance=0.01):
 def main(argv):
     """Runs every tuner on every problem and prints the table."""
     del argv
+    if FLAGS.smoke:
+        FLAGS.trials, FLAGS.seeds, FLAGS.problems = 1, 1, ["sinusoid"]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     for problem_name in FLAGS.problems:
         problem = _sinusoid() if problem_name == "sinusoid" else _omniglot()
+        if FLAGS.smoke:
+            problem["steps_per_epoch"] = 2
         direction = problem["objective"].direction
         rows, curves = [], {}
         for name in FLAGS.tuners:

@@ -1,4 +1,9 @@
-"""The benchmark scripts still run (`--smoke`); slow: CI skips it, `pytest -m slow` runs it."""
+"""The benchmark scripts still run: each `--smoke` mode, which checks a script in seconds.
+
+Every script runs in a process of its own, all at once, so that the test takes about as long
+as the slowest of them. The scaling benchmark, which starts worker processes of its own, is
+slow: CI skips it and `pytest -m slow` runs it.
+"""
 
 import os
 import subprocess
@@ -7,6 +12,47 @@ import sys
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
+
+
+def _start(script, *flags, data_dir, cwd):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(BENCHMARKS, script), "--smoke", *flags],
+        env={**os.environ, "TF_META_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
+    output = f"--output_dir={tmp_path}"
+    expected = {
+        ("throughput.py",): [
+            "| MAML baseline |",
+            "| MAML (second order) |",
+            "| MAML, tasks vectorized, XLA |",
+        ],
+        ("omniglot_accuracy.py", "--learner=protonet", output): ['"learner": "protonet"'],
+        ("omniglot_accuracy.py", "--learner=maml", output): ['"learner": "maml"'],
+        ("data_pipeline.py",): ["| episodes/s, default parallelism |"],
+        ("tuning.py", output): [f"| {name} |" for name in ("random", "evolution", "reinforce")],
+    }
+    processes = {
+        command: _start(*command, data_dir=omniglot_dir, cwd=tmp_path) for command in expected
+    }
+    for command, rows in expected.items():
+        stdout, stderr = processes[command].communicate(timeout=900)
+        assert processes[command].returncode == 0, (command, stderr[-3000:])
+        for row in rows:
+            assert row in stdout, (command, stdout)
+    assert sorted(os.listdir(tmp_path)) == [
+        "omniglot_maml_5w1s.json",
+        "omniglot_maml_5w1s.png",
+        "omniglot_protonet_5w1s.json",
+        "omniglot_protonet_5w1s.png",
+        "tuning_sinusoid.png",
+    ]
 
 
 @pytest.mark.slow

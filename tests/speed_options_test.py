@@ -89,13 +89,16 @@ def assert_same_update(actual, expected):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("option", sorted(OPTIONS))
-@pytest.mark.parametrize("name", sorted(LEARNERS))
+@pytest.mark.parametrize(
+    "name,option",
+    [(name, option) for name in sorted(LEARNERS) for option in OPTIONS if option != "both"]
+    + [("MAML++", "both")],
+)
 def test_option_gives_the_plain_meta_gradient(name, option):
     assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))
 
 
-@pytest.mark.parametrize("name", ["MAML", "MetaSGD", "MAML++"])
+@pytest.mark.parametrize("name", ["MAML", "MAML++"])
 def test_gradient_checkpointing_under_xla_gives_the_plain_meta_gradient(name):
     assert_same_update(
         meta_update(name, jit_compile=True, gradient_checkpointing=True), meta_update(name)

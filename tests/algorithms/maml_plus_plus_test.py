@@ -172,6 +172,7 @@ def test_options_are_off_by_default_and_in_the_config():
         tf_meta.MAML(tf_meta.models.mlp(), first_order_steps=1.5)
 
 
+@pytest.mark.slow
 def test_all_stabilizers_together_save_run_under_xla_and_learn(tmp_path):
     def make(jit_compile):
         keras.utils.set_random_seed(0)

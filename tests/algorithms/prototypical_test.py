@@ -74,6 +74,7 @@ def test_regression_targets_and_bad_labels_are_rejected():
         tf_meta.PrototypicalNetwork(linear_encoder(), distance="manhattan")
 
 
+@pytest.mark.slow  # benchmarks/omniglot_accuracy.py measures this at length (RESULTS.md)
 def test_brief_training_on_omniglot_is_accurate(omniglot_dir):
     train = tf_meta.data.episodes(
         tf_meta.data.load_omniglot("vinyals_train", data_dir=omniglot_dir),

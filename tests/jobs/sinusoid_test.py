@@ -34,6 +34,7 @@ def test_job_writes_report_table_and_plot(tmp_path):
     assert results["MAML/10"][0] < results["pretrained/10"][0]
 
 
+@pytest.mark.slow  # tests/multi_worker_fit_test.py checks two workers in CI
 def test_two_workers_report_what_one_process_reports(tmp_path, free_ports):
     budget = ["--meta_steps=20", "--eval_tasks=20", "--meta_batch_size=24"]
     flags = [*budget, "--verbose=0", "--strategy=multi_worker"]
