@@ -9,7 +9,8 @@ that `fit`'s own setup is not counted), in interleaved turns (baseline, configur
 baseline, configuration, ...), and reported as its speed relative to the baseline's turns
 next to it, so that the machine's drift cancels. Peak memory is measured in a fresh process
 per configuration (`ru_maxrss` after a few steps), next to the process's memory before its
-first step.
+first step, for the baselines, each learner's default configuration and gradient
+checkpointing.
 
 Problems:
 - sinusoid: MLP 1-40-40-1, meta-batch 25, 10 shots and 10 queries, inner learning rate 0.01;
@@ -36,14 +37,14 @@ import tf_meta
 FLAGS = flags.FLAGS
 flags.DEFINE_list("problems", ["sinusoid", "omniglot", "omniglot5"], "Problems to measure.")
 flags.DEFINE_integer("steps", 0, "Meta-steps per timed turn; 0 picks per problem.")
-flags.DEFINE_integer("rounds", 3, "Timed turns of each configuration and of the baseline.")
+flags.DEFINE_integer("rounds", 2, "Timed turns of each configuration and of the baseline.")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
 flags.DEFINE_string("memory_of", None, "Internal: measure one configuration's peak memory.")
 flags.DEFINE_bool(
     "smoke", False, "Sinusoid, three configurations, one round: checks the script runs."
 )
 
-STEPS = {"sinusoid": 200, "omniglot": 5, "omniglot5": 3}
+STEPS = {"sinusoid": 200, "omniglot": 4, "omniglot5": 3}
 
 
 class HandWrittenMAML(keras.Model):
@@ -261,6 +262,11 @@ def _dataset(batches):
     return tf.data.Dataset.from_tensor_slices(stacked).repeat()
 
 
+def _default_or_memory_option(name):
+    """Whether a configuration's memory is measured: baselines, defaults, checkpointing."""
+    return "," not in name or "gradient checkpointing" in name
+
+
 def _memory(problem, name):
     """Runs one configuration in this process and prints its memory as JSON."""
     factories, _ = _configurations(problem)
@@ -322,7 +328,8 @@ def _measure(problem):
             .stdout.strip()
             .splitlines()[-1]
         )
-        for name in (["MAML (second order)"] if FLAGS.smoke else factories)
+        for name in factories
+        if name == "MAML (second order)" or not FLAGS.smoke and _default_or_memory_option(name)
     }
     tasks = 25 if problem == "sinusoid" else 32
     lines = [

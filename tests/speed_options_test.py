@@ -189,3 +189,19 @@ def test_prototypical_network_refuses_the_task_loop_options():
     for option in OPTIONS["both"]:
         with pytest.raises(ValueError, match=option):
             tf_meta.PrototypicalNetwork(network(), **{option: True})
+
+
+def test_options_under_mirrored_strategy_train_like_one_device(mirrored_strategy):
+    """Each replica's share of the meta-batch has an unknown task count at trace time."""
+
+    def train(strategy, **options):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            learner = tf_meta.MAML(tf_meta.models.mlp(), inner_learning_rate=0.01, **options)
+            learner.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        learner.fit(tf_meta.data.sinusoid(meta_batch_size=6), steps_per_epoch=3, verbose=0)
+        return [variable.numpy() for variable in learner.trainable_variables]
+
+    one_device = train(tf.distribute.get_strategy())
+    both = train(mirrored_strategy, vectorize_tasks=True, gradient_checkpointing=True)
+    assert_same_update(both, one_device)
