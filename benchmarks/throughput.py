@@ -8,9 +8,9 @@ process on the same in-memory episodes (from the first to the last step of a `fi
 that `fit`'s own setup is not counted), in interleaved turns (baseline, configuration,
 baseline, configuration, ...), and reported as its speed relative to the baseline's turns
 next to it, so that the machine's drift cancels. Peak memory is measured in a fresh process
-per configuration (`ru_maxrss` after a few steps), next to the process's memory before its
-first step, for the baselines, each learner's default configuration and gradient
-checkpointing.
+per configuration (the peak resident set, VmHWM, after a few steps), next to the process's
+peak before its first step, for the baselines, each learner's default configuration and
+gradient checkpointing.
 
 Problems:
 - sinusoid: MLP 1-40-40-1, meta-batch 25, 10 shots and 10 queries, inner learning rate 0.01;
@@ -22,7 +22,6 @@ Problems:
 """
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -265,14 +264,24 @@ def _default_or_memory_option(name):
     return "," not in name or "gradient checkpointing" in name
 
 
+def _peak_mebibytes():
+    """This process's peak resident memory since it started (Linux's VmHWM).
+
+    Not `ru_maxrss`: a process started by `fork` and `exec` inherits its parent's peak there.
+    """
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def _memory(problem, name):
     """Runs one configuration in this process and prints its memory as JSON."""
     factories, _ = _configurations(problem)
     batches = _batches(problem, 4)
     learner = _compiled(problem, name, factories)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_mebibytes()
     learner.fit(_dataset(batches), steps_per_epoch=4 if "10 steps" not in name else 20, verbose=0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mebibytes()
     print(json.dumps({"before": before, "peak": peak}))  # noqa: T201 (read by the parent)
 
 

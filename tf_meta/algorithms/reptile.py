@@ -169,14 +169,14 @@ class Reptile(MetaLearner):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
         # The update does not need the query loss, but waits for it: bad query targets
-        # fail the step before anything changes.
+        # fail the step before anything changes. The optimizer is built outside this
+        # context, so that its variables can be lifted out of an XLA-compiled step.
         with tf.control_dependencies([loss]):
-            self.apply_meta_gradients(
-                [
-                    (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
-                    for variable, weights in zip(self.trainable_variables, adapted, strict=True)
-                ]
-            )
+            gradients = [
+                (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
+                for variable, weights in zip(self.trainable_variables, adapted, strict=True)
+            ]
+        self.apply_meta_gradients(gradients)
         self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
