@@ -37,7 +37,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where the PNG plots are written.")
-flags.DEFINE_bool("smoke", False, "Sinusoid, 1 trial of 2 steps per tuner: checks the script.")
+flags.DEFINE_bool("smoke", False, "Sinusoid, 2 trials of 2 steps per tuner: checks the script.")
 
 
 def _sinusoid():
@@ -180,7 +180,7 @@ def main(argv):
     """Runs every tuner on every problem and prints the table."""
     del argv
     if FLAGS.smoke:
-        FLAGS.trials, FLAGS.seeds, FLAGS.problems = 1, 1, ["sinusoid"]
+        FLAGS.trials, FLAGS.seeds, FLAGS.problems = 2, 1, ["sinusoid"]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     for problem_name in FLAGS.problems:
         problem = _sinusoid() if problem_name == "sinusoid" else _omniglot()

@@ -34,7 +34,6 @@ def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
             "| MAML, tasks vectorized, XLA |",
         ],
         ("omniglot_accuracy.py", "--learner=protonet", output): ['"learner": "protonet"'],
-        ("omniglot_accuracy.py", "--learner=maml", output): ['"learner": "maml"'],
         ("data_pipeline.py",): ["| episodes/s, default parallelism |"],
         ("tuning.py", output): [f"| {name} |" for name in ("random", "evolution", "reinforce")],
     }
@@ -47,8 +46,6 @@ def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
         for row in rows:
             assert row in stdout, (command, stdout)
     assert sorted(os.listdir(tmp_path)) == [
-        "omniglot_maml_5w1s.json",
-        "omniglot_maml_5w1s.png",
         "omniglot_protonet_5w1s.json",
         "omniglot_protonet_5w1s.png",
         "tuning_sinusoid.png",

@@ -28,9 +28,6 @@ LEARNERS = {
     "MAML": lambda **options: tf_meta.MAML(
         network(), inner_learning_rate=0.3, inner_steps=2, **options
     ),
-    "FOMAML": lambda **options: tf_meta.MAML(
-        network(), inner_learning_rate=0.3, first_order=True, **options
-    ),
     "MAML++": lambda **options: tf_meta.MAML(
         network(),
         inner_learning_rate=0.3,
@@ -91,8 +88,13 @@ def assert_same_update(actual, expected):
 
 @pytest.mark.parametrize(
     "name,option",
-    [(name, option) for name in sorted(LEARNERS) for option in OPTIONS if option != "both"]
-    + [("MAML++", "both")],
+    # First-order MAML and ANIL take MAML's path through the options.
+    [
+        (name, option)
+        for name in ("MAML", "MAML++", "MetaSGD", "Reptile")
+        for option in ("vectorize_tasks", "gradient_checkpointing")
+    ]
+    + [("MAML++", "both"), ("ANIL", "both")],
 )
 def test_option_gives_the_plain_meta_gradient(name, option):
     assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))

@@ -43,7 +43,8 @@ TUNERS = {
 @pytest.mark.parametrize(
     "name",
     [
-        "Evolution",
+        # Evolution's search is checked in CI on the architecture space below.
+        pytest.param("Evolution", marks=pytest.mark.slow),
         "RandomSearch",
         # Slower searches: `pytest -m slow` (CI skips them to keep the suite short). The
         # oracle tests and the distributed search cover REINFORCE in CI.
