@@ -197,19 +197,21 @@ def _configurations(problem):
         "Reptile": lambda: tf_meta.Reptile(head(), inner_learning_rate=0.001),
     }
     prototypical = {
-        "prototypical network": lambda: tf_meta.PrototypicalNetwork(tf_meta.models.conv4(None)),
+        "prototypical network": lambda: tf_meta.PrototypicalNetwork(
+            tf_meta.models.conv4(ways=None)
+        ),
         "prototypical network, bfloat16": lambda: tf_meta.PrototypicalNetwork(
-            tf_meta.models.conv4(None)
+            tf_meta.models.conv4(ways=None)
         ),
         "prototypical network, XLA": lambda: tf_meta.PrototypicalNetwork(
-            tf_meta.models.conv4(None)
+            tf_meta.models.conv4(ways=None)
         ),
     }
     factories = {
         "MAML baseline": lambda: HandWrittenMAML(head(), 0.4),
         **family,
         "prototypical network baseline": lambda: HandWrittenPrototypicalNetwork(
-            tf_meta.models.conv4(None)
+            tf_meta.models.conv4(ways=None)
         ),
         **prototypical,
     }
