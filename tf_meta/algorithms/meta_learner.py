@@ -129,7 +129,7 @@ class MetaLearner(MultiWorkerFit):
     - `vectorize_tasks` adapts the tasks together (`tf.vectorized_map`, which falls back to
       a loop for ops it cannot vectorize). It is a large gain for small networks and a
       loss for convolutions, whose filter gradients TensorFlow does not vectorize; under
-      `jit_compile` it needs every op vectorizable (see `benchmarks/RESULTS.md`).
+      `jit_compile` it needs every op vectorizable (README: "Speed and memory options").
     - `gradient_checkpointing` makes the meta-gradient recompute each task's adaptation
       instead of storing its activations (`tf_meta.checkpointing.recompute`): peak memory
       then holds one task's activations instead of the whole meta-batch's, for the cost
