@@ -14,7 +14,8 @@ gradient checkpointing.
 
 Problems:
 - sinusoid: MLP 1-40-40-1, meta-batch 25, 10 shots and 10 queries, inner learning rate 0.01;
-- omniglot: 5-way 1-shot 15-query episodes, conv4, meta-batch 32, inner learning rate 0.4;
+- omniglot: 5-way 1-shot episodes, conv4, meta-batch 32, inner learning rate 0.4, with
+  `--queries` per class (15 by default; MAML's own Omniglot recipe has 1);
 - omniglot5: the same with 5 inner steps: second-order MAML with gradient checkpointing,
   against second-order MAML without it.
 
@@ -36,6 +37,7 @@ import tf_meta
 FLAGS = flags.FLAGS
 flags.DEFINE_list("problems", ["sinusoid", "omniglot", "omniglot5"], "Problems to measure.")
 flags.DEFINE_integer("steps", 0, "Meta-steps per timed turn; 0 picks per problem.")
+flags.DEFINE_integer("queries", 15, "Omniglot query examples per class.")
 flags.DEFINE_integer("rounds", 2, "Timed turns of each configuration and of the baseline.")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
 flags.DEFINE_string("memory_of", None, "Internal: measure one configuration's peak memory.")
@@ -229,7 +231,7 @@ def _batches(problem, count):
             tf_meta.data.load_omniglot("vinyals_train", data_dir=FLAGS.data_dir),
             ways=5,
             shots=1,
-            queries=15,
+            queries=FLAGS.queries,
             meta_batch_size=32,
             seed=0,
         )
@@ -328,7 +330,12 @@ def _measure(problem):
     memory = {
         name: json.loads(
             subprocess.run(
-                [sys.executable, __file__, f"--memory_of={problem}:{name}"]
+                [
+                    sys.executable,
+                    __file__,
+                    f"--memory_of={problem}:{name}",
+                    f"--queries={FLAGS.queries}",
+                ]
                 + [f"--data_dir={FLAGS.data_dir}"] * bool(FLAGS.data_dir),
                 check=True,
                 capture_output=True,
@@ -342,7 +349,9 @@ def _measure(problem):
     }
     tasks = 25 if problem == "sinusoid" else 32
     lines = [
-        f"### {problem} (meta-batch {tasks}; {steps} steps per turn, {rounds} rounds)",
+        f"### {problem} (meta-batch {tasks}"
+        + ("" if problem == "sinusoid" else f", {FLAGS.queries} queries per class")
+        + f"; {steps} steps per turn, {rounds} rounds)",
         "",
         "| configuration | s per meta-step | meta-steps/s | tasks/s | first step (s) | "
         "peak RSS (MiB) | RSS before first step (MiB) | speed vs baseline (median of turns) |",

@@ -193,7 +193,14 @@ def main(argv):
             results = []
             with tempfile.TemporaryDirectory() as directory:
                 for seed in range(1, FLAGS.seeds + 1):
-                    results.append(_search(name, problem, seed, directory))
+                    scores, test = _search(name, problem, seed, directory)
+                    results.append((scores, test))
+                    print(  # noqa: T201 (per-seed rows, printed as the searches finish)
+                        f"{problem_name} {name} seed {seed}: {len(scores)} trials, best "
+                        f"{_best_so_far(scores, direction)[-1]:.4f}, test {test:.4f}, within 1% "
+                        f"after {_trials_to_within(scores, direction)} trials",
+                        flush=True,
+                    )
             best = [_best_so_far(scores, direction)[-1] for scores, _ in results]
             within = [_trials_to_within(scores, direction) for scores, _ in results]
             length = min(len(scores) for scores, _ in results)

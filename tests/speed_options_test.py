@@ -63,7 +63,7 @@ def episode(tasks=4):
     return x, np.tile(np.repeat(np.arange(WAYS), 3), (tasks, 1)).astype("int32")
 
 
-def meta_update(name, jit_compile=False, **options):
+def meta_update(name, jit_compile=False, sample_weight=None, **options):
     """The change of every learner variable after one meta-step with SGD at rate 1."""
     keras.utils.set_random_seed(0)
     learner = (LEARNERS[name] if isinstance(name, str) else name)(**options)
@@ -75,7 +75,7 @@ def meta_update(name, jit_compile=False, **options):
     x, y = episode()
     learner(x)
     before = [v.numpy() for v in learner.trainable_variables]
-    learner.train_on_batch(x, y)
+    learner.train_on_batch(x, y, sample_weight=sample_weight)
     return [v.numpy() - b for v, b in zip(learner.trainable_variables, before, strict=True)]
 
 
@@ -91,13 +91,25 @@ def assert_same_update(actual, expected):
     # First-order MAML and ANIL take MAML's path through the options.
     [
         (name, option)
-        for name in ("MAML", "MAML++", "MetaSGD", "Reptile")
+        for name in ("MAML", "MAML++", "MetaSGD")
         for option in ("vectorize_tasks", "gradient_checkpointing")
     ]
-    + [("MAML++", "both"), ("ANIL", "both")],
+    + [("Reptile", "vectorize_tasks"), ("MAML++", "both"), ("ANIL", "both")],
 )
 def test_option_gives_the_plain_meta_gradient(name, option):
     assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))
+
+
+@pytest.mark.parametrize("name", ["MAML", "MAML++"])
+def test_task_by_task_meta_gradient_weighs_queries_like_the_batch_loss(name):
+    """The default step differentiates each task inside the task loop; with query weights
+    it must still give the gradient of the whole batch's weighted loss, which the
+    vectorized step takes from outside its loop."""
+    weights = np.random.default_rng(1).uniform(0.0, 2.0, size=(4, WAYS * 3)).astype("float32")
+    plain = meta_update(name, sample_weight=weights)
+    assert_same_update(plain, meta_update(name, sample_weight=weights, vectorize_tasks=True))
+    unweighted = meta_update(name)
+    assert not np.allclose(plain[0], unweighted[0], rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["MAML", "MAML++"])
@@ -191,6 +203,11 @@ def test_prototypical_network_refuses_the_task_loop_options():
     for option in OPTIONS["both"]:
         with pytest.raises(ValueError, match=option):
             tf_meta.PrototypicalNetwork(network(), **{option: True})
+
+
+def test_reptile_refuses_gradient_checkpointing():
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        LEARNERS["Reptile"](gradient_checkpointing=True)
 
 
 def test_options_under_mirrored_strategy_train_like_one_device(mirrored_strategy):

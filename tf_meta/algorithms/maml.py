@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_meta import adaptation
 from tf_meta.algorithms.meta_learner import MetaLearner
+from tf_meta.checkpointing import recompute
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -149,8 +150,10 @@ class MAML(MetaLearner):
 
         def descend(stop_inner_gradients):
             indices = self.adapted_indices()
-            weights, path = list(trainable_values), []
-            for step in range(steps):
+
+            def inner_step(*arguments):
+                weights = list(arguments[: len(trainable_values)])
+                rates = arguments[len(trainable_values) :] or [self.inner_learning_rate]
                 _, gradients = adaptation.loss_and_gradients(
                     self.model,
                     self.support_loss,
@@ -165,11 +168,21 @@ class MAML(MetaLearner):
                 updated = adaptation.gradient_descent_step(
                     [weights[index] for index in indices],
                     gradients,
-                    self.step_learning_rates(step),
+                    rates[0] if len(rates) == 1 else list(rates),
                 )
-                weights = list(weights)
                 for index, weight in zip(indices, updated, strict=True):
                     weights[index] = weight
+                return weights
+
+            if self.gradient_checkpointing:
+                inner_step = recompute(inner_step)
+            weights, path = list(trainable_values), []
+            for step in range(steps):
+                # Learned rates enter as arguments, so that a recomputed step passes on
+                # their gradients (read from variables inside it, they would lose them).
+                rates = self.step_learning_rates(step)
+                learned = [] if isinstance(rates, float) else tf.nest.flatten(rates)
+                weights = list(inner_step(*weights, *learned))
                 path.append(weights)
             return path
 
@@ -201,48 +214,45 @@ class MAML(MetaLearner):
         earlier = tf.fill([steps - 1], tf.maximum(1.0 / steps - progress / steps, floor))
         return tf.concat([earlier, [1.0 - tf.reduce_sum(earlier)]], axis=0)
 
-    def meta_train_step(self, data):
-        """One meta-step: the learner's own, or with the multi-step loss when that is on."""
-        if not (self.multi_step_loss_steps and self.inner_steps > 1):
-            return super().meta_train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self.build_symbolically(x)
-        with tf.GradientTape() as tape:
+    def multi_step_loss(self) -> bool:
+        """Whether the outer loss is MAML++'s multi-step loss (more than one inner step)."""
+        return bool(self.multi_step_loss_steps and self.inner_steps > 1)
 
-            def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
-                path = self.adaptation_path(
-                    trainable_values,
-                    non_trainable_values,
-                    support_x,
-                    support_y,
-                    self.inner_steps,
-                    training=True,
-                )
-                return tf.stack(
-                    [
-                        self.predict_task(weights, non_trainable_values, support_x, query_x)
-                        for weights in path
-                    ]
-                )
-
-            per_step = self.map_tasks(
-                x,
-                one_task,
-                lambda query_spec: tf.TensorSpec(
-                    (self.inner_steps, *query_spec.shape), query_spec.dtype
-                ),
+    def training_task(self, trainable_values, non_trainable_values, support_x, support_y, query_x):
+        """The adapted query predictions; with the multi-step loss, after every inner step."""
+        if not self.multi_step_loss():
+            return super().training_task(
+                trainable_values, non_trainable_values, support_x, support_y, query_x
             )
-            step_weights = self.multi_step_loss_weights()
-            losses = [
-                self.compute_loss(x=x, y=y, y_pred=per_step[:, step], sample_weight=sample_weight)
-                for step in range(self.inner_steps)
+        path = self.adaptation_path(
+            trainable_values, non_trainable_values, support_x, support_y, self.inner_steps, True
+        )
+        return tf.stack(
+            [
+                self.predict_task(weights, non_trainable_values, support_x, query_x)
+                for weights in path
             ]
-            loss = tf.reduce_sum(step_weights * tf.stack(losses))
-            scaled = self.optimizer.scale_loss(loss)
-        self.apply_meta_gradients(tape.gradient(scaled, self.trainable_variables))
-        y_pred = per_step[:, -1]
-        self.track_loss(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        )
+
+    def training_output_spec(self, query_spec):
+        """One task's query spec, with an inner-step axis under the multi-step loss."""
+        if not self.multi_step_loss():
+            return query_spec
+        return tf.TensorSpec((self.inner_steps, *query_spec.shape), query_spec.dtype)
+
+    def training_loss(self, y, outputs, sample_weight):
+        """The query loss; under the multi-step loss, its annealed sum over inner steps."""
+        if not self.multi_step_loss():
+            return super().training_loss(y, outputs, sample_weight)
+        losses = [
+            super(MAML, self).training_loss(y, outputs[:, step], sample_weight)
+            for step in range(self.inner_steps)
+        ]
+        return tf.reduce_sum(self.multi_step_loss_weights() * tf.stack(losses))
+
+    def final_predictions(self, outputs):
+        """The predictions after the last inner step."""
+        return outputs[:, -1] if self.multi_step_loss() else outputs
 
     def adapted_indices(self) -> list[int]:
         """Positions in `.model.trainable_variables` of the weights the inner loop adapts.

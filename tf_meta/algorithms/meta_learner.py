@@ -7,7 +7,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import adaptation
-from tf_meta.checkpointing import recompute
 from tf_meta.multi_worker_fit import MultiWorkerFit
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x")
@@ -121,20 +120,24 @@ class MetaLearner(MultiWorkerFit):
 
     Tasks of a meta-batch are adapted one after another inside the graph (`tf.map_fn`);
     the task axis may be unknown at trace time, as it is per replica under a
-    `tf.distribute` strategy. The inner loss is averaged per task without the
-    `1 / num_replicas` scaling that Keras applies to the outer loss, so a step under a
-    strategy equals the same step on one device.
+    `tf.distribute` strategy. A meta-training step differentiates each task inside that
+    loop (`meta_gradients_by_task`), so only the tasks in flight hold activations. The
+    inner loss is averaged per task without the `1 / num_replicas` scaling that Keras
+    applies to the outer loss, so a step under a strategy equals the same step on one
+    device.
 
     Two options change speed and memory, not the result:
     - `vectorize_tasks` adapts the tasks together (`tf.vectorized_map`, which falls back to
-      a loop for ops it cannot vectorize). It is a large gain for small networks and a
-      loss for convolutions, whose filter gradients TensorFlow does not vectorize; under
-      `jit_compile` it needs every op vectorizable (README: "Speed and memory options").
-    - `gradient_checkpointing` makes the meta-gradient recompute each task's adaptation
-      instead of storing its activations (`tf_meta.checkpointing.recompute`): peak memory
-      then holds one task's activations instead of the whole meta-batch's, for the cost
-      of a second forward pass.
-    The prototypical network embeds the whole meta-batch as one batch and refuses both.
+      a loop for ops it cannot vectorize) and differentiates the whole meta-batch at once.
+      It is a large gain for small networks and a loss for convolutions, whose filter
+      gradients TensorFlow does not vectorize; under `jit_compile` it needs every op
+      vectorizable (README: "Speed and memory options").
+    - `gradient_checkpointing` makes the meta-gradient recompute each inner step instead
+      of storing its activations (`tf_meta.checkpointing.recompute`; MAML and the learners
+      built on it): memory no longer grows with the activations of every inner step, for
+      the cost of a second pass through each.
+    The prototypical network embeds the whole meta-batch as one batch and refuses both;
+    Reptile never differentiates through adaptation and refuses `gradient_checkpointing`.
 
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
     the network on fast weights in a `keras.StatelessScope` (the mechanism of
@@ -149,14 +152,18 @@ class MetaLearner(MultiWorkerFit):
         inner_loss: The support loss of the inner loop (a Keras loss identifier). None
             uses the loss given to `compile`.
         vectorize_tasks: Adapt the tasks of a meta-batch together instead of in a loop.
-        gradient_checkpointing: Recompute each task's adaptation for the meta-gradient
-            instead of storing its activations.
+        gradient_checkpointing: Recompute each inner step for the meta-gradient instead
+            of storing its activations.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
         ValueError: If `model` is not a Keras model, or is built and has no trainable
             weights.
     """
+
+    # Whether the learner adapts each task by itself (`training_task`), so that a meta-step
+    # can differentiate task by task; the prototypical network embeds the batch at once.
+    adapts_task_by_task = True
 
     def __init__(
         self,
@@ -329,10 +336,7 @@ class MetaLearner(MultiWorkerFit):
         """
         support_x, support_y, query_x = episode_tensors(inputs)
         trainable_values, non_trainable_values = self.weight_values()
-        # The learner's own variables (learned inner learning rates) are read here too and
-        # enter each task as arguments, as the network's weights do: a recomputed task then
-        # reads no variable inside the loop.
-        own = [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
+        own = self.own_variables()
         values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
         count = len(trainable_values)
 
@@ -343,8 +347,6 @@ class MetaLearner(MultiWorkerFit):
                     list(arguments[:count]), non_trainable_values, *arguments[len(values) :]
                 )
 
-        if self.gradient_checkpointing:
-            one_task = recompute(one_task)
         tasks = (support_x, support_y, query_x)
         if self.vectorize_tasks:
             return tf.vectorized_map(
@@ -354,6 +356,127 @@ class MetaLearner(MultiWorkerFit):
             lambda task: one_task(*values, *task),
             tasks,
             fn_output_signature=output_signature(self.query_output_spec(query_x)),
+        )
+
+    def own_variables(self) -> list:
+        """The learner's trainable variables outside `.model` (learned inner learning rates).
+
+        They are read once per meta-batch and enter each task as arguments, as the network's
+        weights do: a task function then reads no variable inside the task loop.
+        """
+        return [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
+
+    def training_task(self, trainable_values, non_trainable_values, support_x, support_y, query_x):
+        """One task's outputs in a meta-training step: its adapted query predictions.
+
+        MAML's multi-step loss overrides this (and `training_output_spec`, `training_loss`
+        and `final_predictions`) to return the predictions after every inner step.
+
+        Args:
+            trainable_values: Initial fast weights, one per trainable variable of `.model`.
+            non_trainable_values: Values of the non-trainable variables of `.model`.
+            support_x: Support inputs of one task.
+            support_y: Support targets of one task.
+            query_x: Query inputs of one task.
+        """
+        weights = self.adapt_weights(
+            trainable_values, non_trainable_values, support_x, support_y, training=True
+        )
+        return self.predict_task(weights, non_trainable_values, support_x, query_x)
+
+    def training_output_spec(self, query_spec: tf.TensorSpec) -> tf.TensorSpec:
+        """The spec of `training_task`'s result, given that of one task's query predictions."""
+        return query_spec
+
+    def training_loss(self, y, outputs, sample_weight) -> tf.Tensor:
+        """The outer loss of `training_task`'s outputs stacked over tasks (`compute_loss`)."""
+        return self.compute_loss(y=y, y_pred=outputs, sample_weight=sample_weight, training=True)
+
+    def final_predictions(self, outputs) -> tf.Tensor:
+        """The query predictions `[tasks, queries, ...]` within stacked training outputs."""
+        return outputs
+
+    def training_outputs(self, inputs):
+        """`training_task`'s outputs for every task of an episode batch, stacked."""
+        return self.map_tasks(inputs, self.training_task, self.training_output_spec)
+
+    def meta_gradients_by_task(self, x, y, sample_weight):
+        """The loss, outputs and meta-gradient of a batch, each task differentiated in turn.
+
+        Keras losses average over the examples of the batch and every task has as many
+        queries, so the batch's loss is the mean of its tasks' losses and its meta-gradient
+        the mean of theirs. Each task's gradient is taken inside the task loop, by a tape
+        around that task alone: its activations are freed before the next task, and its
+        forward and backward passes lie in one graph function, where TensorFlow's oneDNN
+        rewrite applies to every gradient kernel (differentiating the whole `tf.map_fn`
+        from outside leaves max pooling's gradient on a kernel 7 times slower; README:
+        "Speed and memory options").
+
+        Args:
+            x: An episode batch `x`.
+            y: Query targets `[tasks, queries, ...]`.
+            sample_weight: Query weights `[tasks, queries]`, or None.
+
+        Returns:
+            `(loss, outputs, gradients)`: the batch's loss as `compute_loss` returns it,
+            `training_task`'s outputs stacked over tasks, and one gradient (or None) per
+            entry of `trainable_variables`.
+        """
+        support_x, support_y, query_x = episode_tensors(x)
+        trainable_values, non_trainable_values = self.weight_values()
+        own = self.own_variables()
+        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
+        count = len(trainable_values)
+        tasks = (support_x, support_y, query_x, y)
+        if sample_weight is not None:
+            tasks += (sample_weight,)
+        unconnected = set()  # positions of `values` that no task's loss depends on
+
+        def one_task(task):
+            # Copies made inside the loop: a tape there cannot see the loop's captures.
+            inside = [tf.identity(value) for value in values]
+            with tf.GradientTape() as tape:
+                tape.watch(inside)
+                with keras.StatelessScope(
+                    state_mapping=list(zip(own, inside[count:], strict=True))
+                ):
+                    outputs = self.training_task(inside[:count], non_trainable_values, *task[:3])
+                weight = task[4][None] if sample_weight is not None else None
+                loss = self.training_loss(task[3][None], outputs[None], weight)
+                scaled = self.optimizer.scale_loss(loss)
+            loss = tf.cast(loss, tf.float32)
+            gradients = tape.gradient(scaled, inside)
+            unconnected.update(i for i, gradient in enumerate(gradients) if gradient is None)
+            gradients = [
+                tf.zeros_like(value) if gradient is None else gradient
+                for value, gradient in zip(inside, gradients, strict=True)
+            ]
+            return loss, outputs, gradients
+
+        query_spec = self.query_output_spec(query_x)
+        losses, outputs, gradients = tf.map_fn(
+            one_task,
+            tasks,
+            fn_output_signature=(
+                tf.TensorSpec([], tf.float32),
+                self.training_output_spec(query_spec),
+                [tf.TensorSpec(value.shape, value.dtype) for value in values],
+            ),
+        )
+        task_count = tf.shape(support_x)[0]
+        means = [
+            None
+            if i in unconnected
+            else tf.reduce_sum(gradient, 0) / tf.cast(task_count, gradient.dtype)
+            for i, gradient in enumerate(gradients)
+        ]
+        by_variable = {
+            id(v): g for v, g in zip(self.model.trainable_variables + own, means, strict=True)
+        }
+        return (
+            tf.reduce_sum(losses) / tf.cast(task_count, tf.float32),
+            outputs,
+            [by_variable.get(id(variable)) for variable in self.trainable_variables],
         )
 
     def query_output_spec(self, query_x: tf.Tensor) -> tf.TensorSpec:
@@ -418,15 +541,20 @@ class MetaLearner(MultiWorkerFit):
             The logs of the step.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            scaled = self.optimizer.scale_loss(loss)
-        self.apply_meta_gradients(tape.gradient(scaled, self.trainable_variables))
+        self.build_symbolically(x)
+        if self.adapts_task_by_task and not (self.vectorize_tasks or self.losses):
+            loss, outputs, gradients = self.meta_gradients_by_task(x, y, sample_weight)
+        else:
+            with tf.GradientTape() as tape:
+                outputs = self.training_outputs(x)
+                loss = self.training_loss(y, outputs, sample_weight)
+                scaled = self.optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, self.trainable_variables)
+        self.apply_meta_gradients(gradients)
         self.track_loss(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.compute_metrics(
+            x, y, self.final_predictions(outputs), sample_weight=sample_weight
+        )
 
     def apply_meta_gradients(self, gradients: list[tf.Tensor]) -> None:
         """Updates `trainable_variables` with the optimizer, once the gradients exist.

@@ -118,6 +118,12 @@ class PrototypicalNetwork(MetaLearner):
         )
         return -squared
 
+    adapts_task_by_task = False
+
+    def training_outputs(self, inputs):
+        """The logits of a meta-training step: the whole batch embedded at once."""
+        return self(inputs, training=True)
+
     def adapt_and_predict(self, inputs, steps=None, training=False):
         """Logits of the queries against the prototypes of each task's support set.
 

@@ -40,8 +40,10 @@ class Reptile(MetaLearner):
 
     Raises:
         ValueError: If `inner_learning_rate` is not positive, a step count is negative,
-            `inner_optimizer` is unknown or `inner_batch_size` is not positive; when a
-            step is traced, if `inner_batch_size` exceeds the support set.
+            `inner_optimizer` is unknown, `inner_batch_size` is not positive or
+            `gradient_checkpointing` is set (Reptile never differentiates through
+            adaptation, so there is nothing to recompute); when a step is traced, if
+            `inner_batch_size` exceeds the support set.
 
     References:
         Nichol, Achiam and Schulman. On First-Order Meta-Learning Algorithms.
@@ -80,6 +82,11 @@ class Reptile(MetaLearner):
             raise ValueError(
                 f"`inner_batch_size` must be a positive integer or None; received "
                 f"{inner_batch_size!r}."
+            )
+        if kwargs.get("gradient_checkpointing"):
+            raise ValueError(
+                "`gradient_checkpointing` recomputes inner steps for a meta-gradient through "
+                "adaptation; Reptile's update never differentiates through adaptation."
             )
         super().__init__(model, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = float(inner_learning_rate)
