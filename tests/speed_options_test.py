@@ -112,6 +112,30 @@ def test_task_by_task_meta_gradient_weighs_queries_like_the_batch_loss(name):
     assert not np.allclose(plain[0], unweighted[0], rtol=1e-3)
 
 
+def test_summed_loss_gives_the_gradient_of_the_sum():
+    """With `reduction="sum"` the batch's loss is not the mean of its tasks' losses: the step
+    must still give the gradient of the summed loss: 36 queries in all times the mean's."""
+
+    def update(reduction):
+        keras.utils.set_random_seed(0)
+        # The inner loss stays the same: only the outer loss's reduction changes.
+        learner = LEARNERS["MAML"](
+            inner_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        learner.compile(
+            optimizer=keras.optimizers.SGD(1.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+        )
+        x, y = episode()
+        learner(x)
+        before = [v.numpy() for v in learner.trainable_variables]
+        learner.train_on_batch(x, y)
+        return [v.numpy() - b for v, b in zip(learner.trainable_variables, before, strict=True)]
+
+    summed, averaged = update("sum"), update("sum_over_batch_size")
+    assert_same_update(summed, [value * 4 * WAYS * 3 for value in averaged])
+
+
 @pytest.mark.parametrize("name", ["MAML", "MAML++"])
 def test_gradient_checkpointing_under_xla_gives_the_plain_meta_gradient(name):
     assert_same_update(

@@ -403,13 +403,14 @@ class MetaLearner(MultiWorkerFit):
     def meta_gradients_by_task(self, x, y, sample_weight):
         """The loss, outputs and meta-gradient of a batch, each task differentiated in turn.
 
-        Keras losses average over the examples of the batch and every task has as many
-        queries, so the batch's loss is the mean of its tasks' losses and its meta-gradient
-        the mean of theirs. Each task's gradient is taken inside the task loop, by a tape
+        A Keras loss with its default reduction averages over the examples of the batch, and
+        every task has as many queries, so the batch's loss is the mean of its tasks' losses
+        and its meta-gradient the mean of theirs (other reductions take the step from
+        outside the loop). Each task's gradient is taken inside the task loop, by a tape
         around that task alone: its activations are freed before the next task, and its
         forward and backward passes lie in one graph function, where TensorFlow's oneDNN
         rewrite applies to every gradient kernel (differentiating the whole `tf.map_fn`
-        from outside leaves max pooling's gradient on a kernel 7 times slower; README:
+        from outside leaves max pooling's gradient on a kernel ten times slower; README:
         "Speed and memory options").
 
         Args:
@@ -542,7 +543,8 @@ class MetaLearner(MultiWorkerFit):
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
-        if self.adapts_task_by_task and not (self.vectorize_tasks or self.losses):
+        averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
+        if self.adapts_task_by_task and averaged and not (self.vectorize_tasks or self.losses):
             loss, outputs, gradients = self.meta_gradients_by_task(x, y, sample_weight)
         else:
             with tf.GradientTape() as tape:
