@@ -334,11 +334,10 @@ class MetaLearner(MultiWorkerFit):
         Raises:
             ValueError: If `inputs` is not a valid episode batch.
         """
-        support_x, support_y, query_x = episode_tensors(inputs)
-        trainable_values, non_trainable_values = self.weight_values()
-        own = self.own_variables()
-        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
-        count = len(trainable_values)
+        (support_x, support_y, query_x), values, non_trainable_values, own = self.task_arguments(
+            inputs
+        )
+        count = len(self.model.trainable_variables)
 
         def one_task(*arguments):
             mapping = list(zip(own, arguments[count : len(values)], strict=True))
@@ -365,6 +364,20 @@ class MetaLearner(MultiWorkerFit):
         weights do: a task function then reads no variable inside the task loop.
         """
         return [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
+
+    def task_arguments(self, inputs):
+        """What every task of a batch receives, read once for the whole batch.
+
+        Returns:
+            The episode tensors `(support_x, support_y, query_x)`; the values of `.model`'s
+            trainable variables followed by those of `own_variables()`; the values of
+            `.model`'s non-trainable variables; and `own_variables()`.
+        """
+        tensors = episode_tensors(inputs)
+        trainable_values, non_trainable_values = self.weight_values()
+        own = self.own_variables()
+        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
+        return tensors, values, non_trainable_values, own
 
     def training_task(self, trainable_values, non_trainable_values, support_x, support_y, query_x):
         """One task's outputs in a meta-training step: its adapted query predictions.
@@ -423,11 +436,8 @@ class MetaLearner(MultiWorkerFit):
             `training_task`'s outputs stacked over tasks, and one gradient (or None) per
             entry of `trainable_variables`.
         """
-        support_x, support_y, query_x = episode_tensors(x)
-        trainable_values, non_trainable_values = self.weight_values()
-        own = self.own_variables()
-        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
-        count = len(trainable_values)
+        (support_x, support_y, query_x), values, non_trainable_values, own = self.task_arguments(x)
+        count = len(self.model.trainable_variables)
         tasks = (support_x, support_y, query_x, y)
         if sample_weight is not None:
             tasks += (sample_weight,)
