@@ -17,8 +17,15 @@ def classifier():
 
 
 def encoder():
+    """With batch normalization, whose moving statistics a prototypical network updates."""
     return keras.Sequential(
-        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(8)]
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16),
+            keras.layers.BatchNormalization(momentum=0.5),
+            keras.layers.ReLU(),
+            keras.layers.Dense(8),
+        ]
     )
 
 

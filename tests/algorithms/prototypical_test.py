@@ -107,3 +107,68 @@ def test_brief_training_on_omniglot_is_accurate(omniglot_dir):
     mean, half_width = tf_meta.evaluation.confidence_interval(scores)
     # An untrained conv4 already scores about 0.59 (chance is 0.2); 300 episodes add over 0.1.
     assert mean - half_width > 0.65 and mean > before + 0.1, (before, mean, half_width)
+
+
+def normalized_encoder(features=5, dimensions=4):
+    return keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(6),
+            keras.layers.BatchNormalization(momentum=0.5),
+            keras.layers.ReLU(),
+            keras.layers.Dense(dimensions),
+        ]
+    )
+
+
+def test_a_training_step_embeds_each_episode_by_itself():
+    """Loss, update and moving statistics of a step against a loop over episodes."""
+    rng = np.random.default_rng(2)
+    tasks, ways = 3, 3
+    x = episode(rng, tasks=tasks, ways=ways)
+    y = np.tile(np.repeat(np.arange(ways), 4), (tasks, 1)).astype("int32")
+    keras.utils.set_random_seed(0)
+    learner = tf_meta.PrototypicalNetwork(normalized_encoder())
+    learner.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    learner(x)
+    initial = learner.model.get_weights()
+
+    def fresh_encoder():
+        encoder = keras.models.clone_model(learner.model)
+        encoder.set_weights(initial)
+        return encoder
+
+    losses, gradients, statistics = [], [], []
+    for task in range(tasks):
+        encoder = fresh_encoder()  # each episode starts from the same moving statistics
+        with tf.GradientTape() as tape:
+            embeddings = encoder(
+                np.concatenate([x["support_x"][task], x["query_x"][task]]), training=True
+            )
+            support, query = embeddings[: ways * 2], embeddings[ways * 2 :]
+            one_hot = tf.one_hot(x["support_y"][task], ways)
+            prototypes = tf.transpose(one_hot) @ support / tf.reduce_sum(one_hot, 0)[:, None]
+            logits = -tf.reduce_sum(tf.square(query[:, None] - prototypes[None]), -1)
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(y[task], logits, from_logits=True)
+            )
+        losses.append(float(loss))
+        gradients.append(tape.gradient(loss, encoder.trainable_variables))
+        statistics.append([v.numpy() for v in encoder.non_trainable_variables])
+
+    history = learner.fit(tf.data.Dataset.from_tensors((x, y)), verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], np.mean(losses), rtol=1e-5)
+    trained = learner.model.trainable_variables
+    for variable, start, *per_task in zip(
+        trained, fresh_encoder().trainable_variables, *gradients, strict=True
+    ):
+        expected = start.numpy() - 0.5 * np.mean(per_task, axis=0)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
+    for variable, *per_task in zip(learner.model.non_trainable_variables, *statistics, strict=True):
+        np.testing.assert_allclose(variable.numpy(), np.mean(per_task, axis=0), rtol=1e-5)
+    # The statistics moved (the check above is not one of unchanged values).
+    moving_mean = learner.model.non_trainable_variables[0].numpy()
+    assert not np.allclose(moving_mean, fresh_encoder().non_trainable_variables[0].numpy())

@@ -136,7 +136,7 @@ class MetaLearner(MultiWorkerFit):
       of storing its activations (`tf_meta.checkpointing.recompute`; MAML and the learners
       built on it): memory no longer grows with the activations of every inner step, for
       the cost of a second pass through each.
-    The prototypical network embeds the whole meta-batch as one batch and refuses both;
+    The prototypical network has no inner loop to vectorize or checkpoint and refuses both;
     Reptile never differentiates through adaptation and refuses `gradient_checkpointing`.
 
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
@@ -160,10 +160,6 @@ class MetaLearner(MultiWorkerFit):
         ValueError: If `model` is not a Keras model, or is built and has no trainable
             weights.
     """
-
-    # Whether the learner adapts each task by itself (`training_task`), so that a meta-step
-    # can differentiate task by task; the prototypical network embeds the batch at once.
-    adapts_task_by_task = True
 
     def __init__(
         self,
@@ -409,6 +405,17 @@ class MetaLearner(MultiWorkerFit):
         """The query predictions `[tasks, queries, ...]` within stacked training outputs."""
         return outputs
 
+    def update_training_state(self, outputs) -> None:
+        """Assigns the state that a training step's outputs carry.
+
+        A learner adapting fast weights carries none; the prototypical network carries its
+        encoder's moving statistics.
+
+        Args:
+            outputs: `training_task`'s outputs, stacked over tasks.
+        """
+        del outputs
+
     def training_outputs(self, inputs):
         """`training_task`'s outputs for every task of an episode batch, stacked."""
         return self.map_tasks(inputs, self.training_task, self.training_output_spec)
@@ -453,7 +460,8 @@ class MetaLearner(MultiWorkerFit):
                 ):
                     outputs = self.training_task(inside[:count], non_trainable_values, *task[:3])
                 weight = task[4][None] if sample_weight is not None else None
-                loss = self.training_loss(task[3][None], outputs[None], weight)
+                batched = tf.nest.map_structure(lambda output: output[None], outputs)
+                loss = self.training_loss(task[3][None], batched, weight)
                 scaled = self.optimizer.scale_loss(loss)
             loss = tf.cast(loss, tf.float32)
             gradients = tape.gradient(scaled, inside)
@@ -554,7 +562,7 @@ class MetaLearner(MultiWorkerFit):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.build_symbolically(x)
         averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
-        if self.adapts_task_by_task and averaged and not (self.vectorize_tasks or self.losses):
+        if averaged and not (self.vectorize_tasks or self.losses):
             loss, outputs, gradients = self.meta_gradients_by_task(x, y, sample_weight)
         else:
             with tf.GradientTape() as tape:
@@ -563,6 +571,7 @@ class MetaLearner(MultiWorkerFit):
                 scaled = self.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, self.trainable_variables)
         self.apply_meta_gradients(gradients)
+        self.update_training_state(outputs)
         self.track_loss(loss, x)
         return self.compute_metrics(
             x, y, self.final_predictions(outputs), sample_weight=sample_weight
