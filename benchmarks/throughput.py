@@ -38,6 +38,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("problems", ["sinusoid", "omniglot", "omniglot5"], "Problems to measure.")
 flags.DEFINE_integer("steps", 0, "Meta-steps per timed turn; 0 picks per problem.")
 flags.DEFINE_integer("queries", 15, "Omniglot query examples per class.")
+flags.DEFINE_multi_string(
+    "only", [], "Measure only this configuration (a name; repeat the flag), and its baseline."
+)
 flags.DEFINE_integer("rounds", 2, "Timed turns of each configuration and of the baseline.")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
 flags.DEFINE_string("memory_of", None, "Internal: measure one configuration's peak memory.")
@@ -208,6 +211,9 @@ def _configurations(problem):
         "prototypical network, XLA": lambda: tf_meta.PrototypicalNetwork(
             tf_meta.models.conv4(ways=None)
         ),
+        "prototypical network, tasks vectorized": lambda: tf_meta.PrototypicalNetwork(
+            tf_meta.models.conv4(ways=None), vectorize_tasks=True
+        ),
     }
     factories = {
         "MAML baseline": lambda: HandWrittenMAML(head(), 0.4),
@@ -298,6 +304,13 @@ def _measure(problem):
         keep = ["MAML baseline", "MAML (second order)", "MAML, tasks vectorized, XLA"]
         factories = {name: factories[name] for name in keep}
         baselines = {name: baselines[name] for name in keep[1:]}
+    if FLAGS.only:
+        baselines = {name: reference for name, reference in baselines.items() if name in FLAGS.only}
+        factories = {
+            name: factory
+            for name, factory in factories.items()
+            if name in baselines or name in baselines.values()
+        }
     dataset = _dataset(_batches(problem, 4))
     learners, first_step = {}, {}
     for name in factories:

@@ -40,6 +40,7 @@ LEARNERS = {
     "ANIL": lambda **options: tf_meta.ANIL(
         network(), inner_learning_rate=0.3, inner_steps=2, **options
     ),
+    "PrototypicalNetwork": lambda **options: tf_meta.PrototypicalNetwork(network(), **options),
     # Inner SGD: Adam would turn the rounding noise of the convolution's bias gradient
     # (zero in exact arithmetic, since batch normalization follows) into full steps.
     "Reptile": lambda **options: tf_meta.Reptile(
@@ -94,7 +95,12 @@ def assert_same_update(actual, expected):
         for name in ("MAML", "MAML++", "MetaSGD")
         for option in ("vectorize_tasks", "gradient_checkpointing")
     ]
-    + [("Reptile", "vectorize_tasks"), ("MAML++", "both"), ("ANIL", "both")],
+    + [
+        ("Reptile", "vectorize_tasks"),
+        ("PrototypicalNetwork", "vectorize_tasks"),
+        ("MAML++", "both"),
+        ("ANIL", "both"),
+    ],
 )
 def test_option_gives_the_plain_meta_gradient(name, option):
     assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))
@@ -223,10 +229,26 @@ def test_options_survive_saving(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), learner.predict(x, verbose=0), 1e-5)
 
 
-def test_prototypical_network_refuses_the_task_loop_options():
-    for option in OPTIONS["both"]:
-        with pytest.raises(ValueError, match=option):
-            tf_meta.PrototypicalNetwork(network(), **{option: True})
+def test_prototypical_network_with_vectorized_tasks_normalizes_each_episode_by_itself():
+    """Vectorized, in graph mode and under XLA: the loop's update and moving statistics."""
+
+    def step(jit_compile=False, **options):
+        keras.utils.set_random_seed(0)
+        learner = LEARNERS["PrototypicalNetwork"](**options)
+        learner.compile(
+            optimizer=keras.optimizers.SGD(1.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        learner.train_on_batch(*episode())
+        return [v.numpy() for v in learner.model.variables]
+
+    loop = step()
+    for options in ({"vectorize_tasks": True}, {"vectorize_tasks": True, "jit_compile": True}):
+        for actual, expected in zip(step(**options), loop, strict=True):
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        LEARNERS["PrototypicalNetwork"](gradient_checkpointing=True)
 
 
 def test_reptile_refuses_gradient_checkpointing():

@@ -136,8 +136,8 @@ class MetaLearner(MultiWorkerFit):
       of storing its activations (`tf_meta.checkpointing.recompute`; MAML and the learners
       built on it): memory no longer grows with the activations of every inner step, for
       the cost of a second pass through each.
-    The prototypical network has no inner loop to vectorize or checkpoint and refuses both;
-    Reptile never differentiates through adaptation and refuses `gradient_checkpointing`.
+    The prototypical network has no inner steps to checkpoint and Reptile never
+    differentiates through adaptation: both refuse `gradient_checkpointing`.
 
     Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
     the network on fast weights in a `keras.StatelessScope` (the mechanism of
