@@ -2,7 +2,8 @@
 
 The baseline is the meta-learner a Keras 3 user writes today: a `keras.Model` whose
 `train_step` loops over the tasks of the meta-batch in Python and, for each, adapts with a
-nested `tf.GradientTape` and `stateless_call` (MAML), or embeds its support and query sets
+nested `tf.GradientTape` and `stateless_call` (MAML), adapts with Adam and steps toward the
+mean adapted weights (Reptile, on Omniglot), or embeds its support and query sets
 (prototypical network), in graph mode. Every configuration of tf_meta is timed in the same
 process on the same in-memory episodes (from the first to the last step of a `fit` call, so
 that `fit`'s own setup is not counted), in interleaved turns (baseline, configuration,
@@ -104,6 +105,70 @@ class HandWrittenMAML(keras.Model):
         return {"loss": loss}
 
 
+class HandWrittenReptile(keras.Model):
+    """Reptile as a user writes it in Keras 3: a Python loop over tasks, no outer tape.
+
+    Each task takes `inner_steps` Adam steps (`beta_1 = 0`, as in the paper) on its support
+    set with `stateless_call`; the meta-step moves the weights toward the mean adapted
+    weights through the compiled optimizer. The adapted weights also score the queries for
+    the loss, as tf_meta's step does.
+
+    Args:
+        network: The network to meta-learn.
+        inner_learning_rate: Adam's learning rate in the inner loop.
+        inner_steps: Inner steps per task.
+    """
+
+    def __init__(self, network, inner_learning_rate, inner_steps=5):
+        super().__init__()
+        self.network = network
+        self.inner_learning_rate = inner_learning_rate
+        self.inner_steps = inner_steps
+
+    def call(self, x, training=False):
+        """The network on the first task's queries (only to build the model)."""
+        return self.network(x["query_x"][0], training=training)
+
+    def train_step(self, data):
+        """One meta-step: a Python loop over tasks, each adapted by Adam on its support set."""
+        x, query_y = data
+        variables = self.network.trainable_variables
+        non_trainable = [v.value for v in self.network.non_trainable_variables]
+        adapted, losses = [], []
+        for task in range(x["support_x"].shape[0]):
+            weights = [v.value for v in variables]
+            second_moments = [tf.zeros_like(w) for w in weights]
+            for step in range(1, self.inner_steps + 1):
+                with tf.GradientTape() as inner:
+                    inner.watch(weights)
+                    predictions, _ = self.network.stateless_call(
+                        weights, non_trainable, x["support_x"][task], training=True
+                    )
+                    support_loss = self.compute_loss(y=x["support_y"][task], y_pred=predictions)
+                gradients = inner.gradient(support_loss, weights)
+                second_moments = [
+                    0.999 * v + 0.001 * tf.square(g)
+                    for v, g in zip(second_moments, gradients, strict=True)
+                ]
+                rate = self.inner_learning_rate * (1 - 0.999**step) ** 0.5
+                weights = [
+                    w - rate * g / (tf.sqrt(v) + 1e-7)
+                    for w, g, v in zip(weights, gradients, second_moments, strict=True)
+                ]
+            predictions, _ = self.network.stateless_call(
+                weights, non_trainable, x["query_x"][task], training=True
+            )
+            losses.append(self.compute_loss(y=query_y[task], y_pred=predictions))
+            adapted.append(weights)
+        means = [tf.add_n(list(values)) / len(adapted) for values in zip(*adapted, strict=True)]
+        self.optimizer.apply_gradients(
+            zip(
+                [v.value - m for v, m in zip(variables, means, strict=True)], variables, strict=True
+            )
+        )
+        return {"loss": tf.add_n(losses) / len(losses)}
+
+
 class HandWrittenPrototypicalNetwork(keras.Model):
     """A prototypical network as a user writes it in Keras 3: a Python loop over tasks.
 
@@ -199,8 +264,8 @@ def _configurations(problem):
         "Meta-SGD": lambda: tf_meta.MetaSGD(head(), **inner),
         "ANIL": lambda: tf_meta.ANIL(head(), **inner),
         "ANIL, bfloat16": lambda: tf_meta.ANIL(head(), **inner),
-        "Reptile": lambda: tf_meta.Reptile(head(), inner_learning_rate=0.001),
     }
+    reptile = {"Reptile": lambda: tf_meta.Reptile(head(), inner_learning_rate=0.001)}
     prototypical = {
         "prototypical network": lambda: tf_meta.PrototypicalNetwork(
             tf_meta.models.conv4(ways=None)
@@ -218,12 +283,15 @@ def _configurations(problem):
     factories = {
         "MAML baseline": lambda: HandWrittenMAML(head(), 0.4),
         **family,
+        "Reptile baseline": lambda: HandWrittenReptile(head(), 0.001),
+        **reptile,
         "prototypical network baseline": lambda: HandWrittenPrototypicalNetwork(
             tf_meta.models.conv4(ways=None)
         ),
         **prototypical,
     }
     baselines = {name: "MAML baseline" for name in family}
+    baselines["Reptile"] = "Reptile baseline"
     baselines.update({name: "prototypical network baseline" for name in prototypical})
     return factories, baselines
 
