@@ -105,29 +105,19 @@ class HandWrittenMAML(keras.Model):
         return {"loss": loss}
 
 
-class HandWrittenReptile(keras.Model):
+class HandWrittenReptile(HandWrittenMAML):
     """Reptile as a user writes it in Keras 3: a Python loop over tasks, no outer tape.
 
     Each task takes `inner_steps` Adam steps (`beta_1 = 0`, as in the paper) on its support
     set with `stateless_call`; the meta-step moves the weights toward the mean adapted
     weights through the compiled optimizer. The adapted weights also score the queries for
-    the loss, as tf_meta's step does.
+    the loss, as tf_meta's step does. The constructor and `call` are HandWrittenMAML's.
 
     Args:
         network: The network to meta-learn.
         inner_learning_rate: Adam's learning rate in the inner loop.
         inner_steps: Inner steps per task.
     """
-
-    def __init__(self, network, inner_learning_rate, inner_steps=5):
-        super().__init__()
-        self.network = network
-        self.inner_learning_rate = inner_learning_rate
-        self.inner_steps = inner_steps
-
-    def call(self, x, training=False):
-        """The network on the first task's queries (only to build the model)."""
-        return self.network(x["query_x"][0], training=training)
 
     def train_step(self, data):
         """One meta-step: a Python loop over tasks, each adapted by Adam on its support set."""
@@ -283,7 +273,7 @@ def _configurations(problem):
     factories = {
         "MAML baseline": lambda: HandWrittenMAML(head(), 0.4),
         **family,
-        "Reptile baseline": lambda: HandWrittenReptile(head(), 0.001),
+        "Reptile baseline": lambda: HandWrittenReptile(head(), 0.001, inner_steps=5),
         **reptile,
         "prototypical network baseline": lambda: HandWrittenPrototypicalNetwork(
             tf_meta.models.conv4(ways=None)
