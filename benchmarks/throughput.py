@@ -73,6 +73,16 @@ class HandWrittenMAML(keras.Model):
         """The network on the first task's queries (only to build the model)."""
         return self.network(x["query_x"][0], training=training)
 
+    def support_gradients(self, weights, non_trainable, support_x, support_y):
+        """The support loss's gradient at `weights`, on a tape of its own (`stateless_call`)."""
+        with tf.GradientTape() as inner:
+            inner.watch(weights)
+            predictions, _ = self.network.stateless_call(
+                weights, non_trainable, support_x, training=True
+            )
+            support_loss = self.compute_loss(y=support_y, y_pred=predictions)
+        return inner.gradient(support_loss, weights)
+
     def train_step(self, data):
         """One meta-step: a Python loop over tasks, each adapted with a nested tape."""
         x, query_y = data
@@ -83,13 +93,9 @@ class HandWrittenMAML(keras.Model):
             for task in range(x["support_x"].shape[0]):
                 weights = [v.value for v in variables]
                 for _ in range(self.inner_steps):
-                    with tf.GradientTape() as inner:
-                        inner.watch(weights)
-                        predictions, _ = self.network.stateless_call(
-                            weights, non_trainable, x["support_x"][task], training=True
-                        )
-                        support_loss = self.compute_loss(y=x["support_y"][task], y_pred=predictions)
-                    gradients = inner.gradient(support_loss, weights)
+                    gradients = self.support_gradients(
+                        weights, non_trainable, x["support_x"][task], x["support_y"][task]
+                    )
                     if self.first_order:
                         gradients = [tf.stop_gradient(g) for g in gradients]
                     weights = [
@@ -129,13 +135,9 @@ class HandWrittenReptile(HandWrittenMAML):
             weights = [v.value for v in variables]
             second_moments = [tf.zeros_like(w) for w in weights]
             for step in range(1, self.inner_steps + 1):
-                with tf.GradientTape() as inner:
-                    inner.watch(weights)
-                    predictions, _ = self.network.stateless_call(
-                        weights, non_trainable, x["support_x"][task], training=True
-                    )
-                    support_loss = self.compute_loss(y=x["support_y"][task], y_pred=predictions)
-                gradients = inner.gradient(support_loss, weights)
+                gradients = self.support_gradients(
+                    weights, non_trainable, x["support_x"][task], x["support_y"][task]
+                )
                 second_moments = [
                     0.999 * v + 0.001 * tf.square(g)
                     for v, g in zip(second_moments, gradients, strict=True)
