@@ -205,7 +205,7 @@ def main(argv):
         "precision": FLAGS.precision,
         "training_episodes": [train_ways, train_shots, train_queries],
         "meta_batch_size": meta_batch_size,
-        "meta_learning_rate": round(float(learner.optimizer.learning_rate), 8),
+        "meta_learning_rate": FLAGS.meta_learning_rate,  # None: the recipe's
         "meta_steps": int(learner.optimizer.iterations.numpy()),
         "training_minutes": round(curve.training_seconds / 60, 1),
         "test_tasks": test_tasks,

@@ -223,14 +223,22 @@ def _configurations(problem):
             "ANIL, tasks vectorized, XLA": lambda: tf_meta.ANIL(
                 network(), vectorize_tasks=True, **inner
             ),
+        }
+        reptile = {
             "Reptile": lambda: tf_meta.Reptile(network(), inner_learning_rate=0.001),
             "Reptile, tasks vectorized, XLA": lambda: tf_meta.Reptile(
                 network(), inner_learning_rate=0.001, vectorize_tasks=True
             ),
         }
-        return {"MAML baseline": baseline["MAML baseline"], **family}, {
-            name: "MAML baseline" for name in family
+        factories = {
+            **baseline,
+            **family,
+            "Reptile baseline": lambda: HandWrittenReptile(network(), 0.001, inner_steps=5),
+            **reptile,
         }
+        baselines = {name: "MAML baseline" for name in family}
+        baselines.update({name: "Reptile baseline" for name in reptile})
+        return factories, baselines
     steps = 5 if problem == "omniglot5" else 1
     inner = {"inner_learning_rate": 0.4, "inner_steps": steps}
 
