@@ -113,8 +113,8 @@ def _recipe():
         total = PAPER_STEPS["reptile"] if FLAGS.recipe == "paper" else FLAGS.reptile_anneal_steps
         schedule = keras.optimizers.schedules.PolynomialDecay(1.0, total, 0.0)
         return learner, (ways, 10, 10), 5, keras.optimizers.SGD(schedule)
-    inner = {
-        "inner_learning_rate": 0.4,
+    inner = {  # Finn et al. 2017, section 5.2: 0.4 and 1 step at 5 ways, 0.1 and 5 at 20
+        "inner_learning_rate": 0.4 if ways == 5 else 0.1,
         "inner_steps": 1 if ways == 5 else 5,
         "eval_inner_steps": 3 if ways == 5 else 5,
     }
