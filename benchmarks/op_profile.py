@@ -7,7 +7,7 @@ the explanations in RESULTS.md, e.g. that differentiating `tf.map_fn` from outsi
 pooling's gradient on TensorFlow's own kernel instead of oneDNN's.
 
     TF_META_DATA_DIR=../shared/data python benchmarks/op_profile.py --problems=omniglot
-        --configurations="MAML baseline,MAML (second order)"  # (one command line)
+        --configuration="MAML baseline" --configuration="MAML (second order)"
 """
 
 import collections
@@ -22,10 +22,11 @@ from absl import app, flags
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list(
-    "configurations",
+flags.DEFINE_multi_string(
+    "configuration",
     ["MAML baseline", "MAML (second order)"],
-    "Two configuration names of throughput.py to profile and compare.",
+    "A configuration name of throughput.py; given twice, the two to profile and compare "
+    '(names may hold commas, e.g. "MAML, bfloat16").',
 )
 flags.DEFINE_integer("top", 20, "Op types to print.")
 
@@ -70,7 +71,9 @@ def main(argv):
     del argv
     problem = "sinusoid" if FLAGS.smoke else FLAGS.problems[0]
     steps = 2 if FLAGS.smoke else FLAGS.steps or 3
-    first, second = FLAGS.configurations
+    if len(FLAGS.configuration) != 2:
+        raise app.UsageError(f"--configuration must be given twice, got {FLAGS.configuration}")
+    first, second = FLAGS.configuration
     with tempfile.TemporaryDirectory() as directory:
         (wall_a, (seconds_a, counts_a)), (wall_b, (seconds_b, counts_b)) = (
             _profile(problem, name, steps, directory) for name in (first, second)
