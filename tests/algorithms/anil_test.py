@@ -74,3 +74,49 @@ def test_short_fit_on_sinusoids_lowers_post_adaptation_mse():
     learner.fit(tf_meta.data.sinusoid(seed=0), steps_per_epoch=1500, verbose=0, shuffle=False)
     # Only the 41 head weights adapt, so ANIL improves less than MAML on this budget.
     assert learner.evaluate(pool, verbose=0) < 0.75 * before
+
+
+def small_conv_network():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network():
+    keras.utils.set_random_seed(0)
+    sequential = small_conv_network()
+    inputs = keras.Input((8, 8, 1))
+    outputs = inputs
+    for layer in sequential.layers:
+        outputs = layer(outputs)
+    functional = keras.Model(inputs, outputs)  # the same layers, run whole at every step
+    rng = np.random.default_rng(0)
+    x = {
+        "support_x": rng.normal(size=(2, 6, 8, 8, 1)).astype("float32"),
+        "support_y": np.tile([0, 1, 2], (2, 2)).astype("int32"),
+        "query_x": rng.normal(size=(2, 6, 8, 8, 1)).astype("float32"),
+    }
+    y = np.tile([0, 1, 2], (2, 2)).astype("int32")
+    gradients = []
+    for network in (sequential, functional):
+        learner = tf_meta.ANIL(network, inner_learning_rate=0.5, inner_steps=3)
+        learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        with tf.GradientTape() as tape:
+            loss = learner.compute_loss(y=y, y_pred=learner(x, training=True))
+        gradients.append(tape.gradient(loss, learner.trainable_variables))
+        adapted = learner.adapt(x["support_x"][0], x["support_y"][0])
+        gradients.append(adapted)
+    assert tf_meta.ANIL(sequential).body_and_head() is not None
+    assert tf_meta.ANIL(functional).body_and_head() is None
+    # atol: the convolution bias, which batch normalization cancels, has a gradient of 0
+    # up to rounding (1e-7).
+    for split, whole in zip(gradients[0] + gradients[1], gradients[2] + gradients[3], strict=True):
+        np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-6)
+    assert max(float(np.abs(g).max()) for g in gradients[0][:-2]) > 1e-4  # the body learns

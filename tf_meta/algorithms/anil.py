@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import keras
 
+from tf_meta import adaptation
 from tf_meta.algorithms.maml import MAML
 
 
@@ -16,7 +17,10 @@ class ANIL(MAML):
     that has weights); the body keeps its weights in the inner loop and is trained only by
     the outer step, which (second order by default) differentiates the query loss through
     the head's adaptation into the body. Backpropagation in the inner loop stops at the
-    head, so a meta-step costs much less than MAML's.
+    head, so a meta-step costs much less than MAML's. In a `keras.Sequential` network the
+    body runs once per task and each inner step runs only the layers from the first
+    adapted one on, as in the authors' implementation; other networks, and
+    `gradient_checkpointing=True`, run the whole network at every inner step.
 
     Args:
         model: The network (any Keras model whose head is a named layer).
@@ -66,6 +70,78 @@ class ANIL(MAML):
             indices += [positions[id(variable)] for variable in layers[name].trainable_weights]
         return sorted(indices)
 
+    def inner_network(self, trainable_values, non_trainable_values, support_x):
+        """The head and the body's support features, computed once for all inner steps.
+
+        See `MAML.inner_network`. The whole model is returned when `body_and_head` finds
+        no split, and under gradient checkpointing, whose recomputed steps must receive
+        everything they differentiate as arguments.
+        """
+        split = self.body_and_head()
+        if split is None or self.gradient_checkpointing:
+            return super().inner_network(trainable_values, non_trainable_values, support_x)
+        body, head = split
+        start = len(body.trainable_variables)
+        non_trainable_start = len(body.non_trainable_variables)
+        features = adaptation.predictions(
+            body, trainable_values[:start], non_trainable_values[:non_trainable_start], support_x
+        )
+        return head, start, non_trainable_start, features
+
+    def body_and_head(self):
+        """The layers before the first adapted layer, and the layers from it on.
+
+        Returns:
+            Two layer chains whose variables, body's then head's, are `.model`'s in order;
+            None if `.model` is not a `keras.Sequential`, if its first layer is adapted, or
+            if its variables are not ordered by layer.
+        """
+        if not isinstance(self.model, keras.Sequential):
+            return None
+        adapted = {id(self.model.trainable_variables[index]) for index in self.adapted_indices()}
+        layers = self.model.layers
+        first = next(
+            index
+            for index, layer in enumerate(layers)
+            if any(id(variable) in adapted for variable in layer.trainable_variables)
+        )
+        body, head = _LayerChain(layers[:first]), _LayerChain(layers[first:])
+        for attribute in ("trainable_variables", "non_trainable_variables"):
+            ordered = getattr(body, attribute) + getattr(head, attribute)
+            if [id(v) for v in ordered] != [id(v) for v in getattr(self.model, attribute)]:
+                return None
+        return (body, head) if first else None
+
     def get_config(self):
         """The learner's configuration, including `adapted_layers`."""
         return {**super().get_config(), "adapted_layers": self.adapted_layers}
+
+
+class _LayerChain:
+    """Layers applied one after another, with the variables of `keras.Model` (for ANIL).
+
+    `adaptation.predictions` runs it as it runs a model: it reads `trainable_variables`
+    and `non_trainable_variables` and calls it with `training=True`.
+
+    Args:
+        layers: Built Keras layers, each taking the previous one's output.
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    @property
+    def trainable_variables(self) -> list:
+        """The layers' trainable variables, in layer order."""
+        return [variable for layer in self.layers for variable in layer.trainable_variables]
+
+    @property
+    def non_trainable_variables(self) -> list:
+        """The layers' non-trainable variables, in layer order."""
+        return [variable for layer in self.layers for variable in layer.non_trainable_variables]
+
+    def __call__(self, inputs, training=False):
+        """Applies the layers in turn."""
+        for layer in self.layers:
+            inputs = layer(inputs, training=training)
+        return inputs

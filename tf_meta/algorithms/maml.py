@@ -150,18 +150,21 @@ class MAML(MetaLearner):
 
         def descend(stop_inner_gradients):
             indices = self.adapted_indices()
+            network, start, non_trainable_start, inputs = self.inner_network(
+                trainable_values, non_trainable_values, support_x
+            )
 
             def inner_step(*arguments):
                 weights = list(arguments[: len(trainable_values)])
                 rates = arguments[len(trainable_values) :] or [self.inner_learning_rate]
                 _, gradients = adaptation.loss_and_gradients(
-                    self.model,
+                    network,
                     self.support_loss,
-                    weights,
-                    non_trainable_values,
-                    support_x,
+                    weights[start:],
+                    non_trainable_values[non_trainable_start:],
+                    inputs,
                     support_y,
-                    indices,
+                    [index - start for index in indices],
                 )
                 if stop_inner_gradients:
                     gradients = [tf.stop_gradient(gradient) for gradient in gradients]
@@ -195,6 +198,26 @@ class MAML(MetaLearner):
             lambda: descend(True),
             lambda: descend(False),
         )
+
+    def inner_network(self, trainable_values, non_trainable_values, support_x):
+        """What an inner step differentiates: a network, the weights it reads, its inputs.
+
+        MAML runs the whole model on the support inputs at every inner step. ANIL, whose
+        body is fixed in the inner loop, runs the body once and returns the head.
+
+        Args:
+            trainable_values: The fast weights before adaptation.
+            non_trainable_values: Values of the non-trainable variables of `.model`.
+            support_x: Support inputs of one task.
+
+        Returns:
+            `(network, start, non_trainable_start, inputs)`: `network` reads the fast
+            weights from position `start` of `trainable_values` on and the non-trainable
+            values from position `non_trainable_start` on, and maps `inputs` to the
+            support predictions.
+        """
+        del trainable_values, non_trainable_values
+        return self.model, 0, 0, support_x
 
     def multi_step_loss_weights(self) -> tf.Tensor:
         """Weights of the query losses after each inner step (MAML++'s annealing).
