@@ -105,12 +105,14 @@ class ANIL(MAML):
             for index, layer in enumerate(layers)
             if any(id(variable) in adapted for variable in layer.trainable_variables)
         )
+        if first == 0:
+            return None
         body, head = _LayerChain(layers[:first]), _LayerChain(layers[first:])
         for attribute in ("trainable_variables", "non_trainable_variables"):
             ordered = getattr(body, attribute) + getattr(head, attribute)
             if [id(v) for v in ordered] != [id(v) for v in getattr(self.model, attribute)]:
                 return None
-        return (body, head) if first else None
+        return body, head
 
     def get_config(self):
         """The learner's configuration, including `adapted_layers`."""
