@@ -91,19 +91,18 @@ def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network()
         "query_x": rng.normal(size=(2, 6, 16, 16, 1)).astype("float32"),
     }
     y = np.tile([0, 1, 2], (2, 2)).astype("int32")
-    gradients = []
+    results = []  # per network: the meta-gradient, then the adapted weights
     for network in (sequential, functional):
         learner = tf_meta.ANIL(network, inner_learning_rate=0.5, inner_steps=3)
         learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         with tf.GradientTape() as tape:
             loss = learner.compute_loss(y=y, y_pred=learner(x, training=True))
-        gradients.append(tape.gradient(loss, learner.trainable_variables))
-        adapted = learner.adapt(x["support_x"][0], x["support_y"][0])
-        gradients.append(adapted)
+        results.append(tape.gradient(loss, learner.trainable_variables))
+        results.append(learner.adapt(x["support_x"][0], x["support_y"][0]))
     assert tf_meta.ANIL(sequential).body_and_head() is not None
     assert tf_meta.ANIL(functional).body_and_head() is None
     # atol: the convolution bias, which batch normalization cancels, has a gradient of 0
     # up to rounding (1e-7).
-    for split, whole in zip(gradients[0] + gradients[1], gradients[2] + gradients[3], strict=True):
+    for split, whole in zip(results[0] + results[1], results[2] + results[3], strict=True):
         np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-6)
-    assert max(float(np.abs(g).max()) for g in gradients[0][:-2]) > 1e-4  # the body learns
+    assert max(float(np.abs(g).max()) for g in results[0][:-2]) > 1e-4  # the body learns
