@@ -76,7 +76,10 @@ def test_short_fit_on_sinusoids_lowers_post_adaptation_mse():
     assert learner.evaluate(pool, verbose=0) < 0.75 * before
 
 
-def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network():
+@pytest.mark.parametrize("multi_step_loss_steps", [0, 10])
+def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network(
+    monkeypatch, multi_step_loss_steps
+):
     keras.utils.set_random_seed(0)
     sequential = tf_meta.models.conv4(input_shape=(16, 16, 1), ways=3, filters=4)
     inputs = keras.Input((16, 16, 1))
@@ -84,6 +87,13 @@ def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network()
     for layer in sequential.layers:
         outputs = layer(outputs)
     functional = keras.Model(inputs, outputs)  # the same layers, run whole at every step
+    first_layer_calls = []
+    first_layer_call = sequential.layers[0].call
+    monkeypatch.setattr(
+        sequential.layers[0],
+        "call",
+        lambda *args, **kwargs: first_layer_calls.append(1) or first_layer_call(*args, **kwargs),
+    )
     rng = np.random.default_rng(0)
     x = {
         "support_x": rng.normal(size=(2, 6, 16, 16, 1)).astype("float32"),
@@ -91,16 +101,26 @@ def test_sequential_body_runs_once_with_the_meta_gradient_of_the_whole_network()
         "query_x": rng.normal(size=(2, 6, 16, 16, 1)).astype("float32"),
     }
     y = np.tile([0, 1, 2], (2, 2)).astype("int32")
-    results = []  # per network: the meta-gradient, then the adapted weights
+    results, calls = [], []  # per network: the meta-gradient, the adapted weights; body runs
     for network in (sequential, functional):
-        learner = tf_meta.ANIL(network, inner_learning_rate=0.5, inner_steps=3)
+        learner = tf_meta.ANIL(
+            network,
+            inner_learning_rate=0.5,
+            inner_steps=3,
+            multi_step_loss_steps=multi_step_loss_steps,
+        )
         learner.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        first_layer_calls.clear()
         with tf.GradientTape() as tape:
-            loss = learner.compute_loss(y=y, y_pred=learner(x, training=True))
+            loss = learner.training_loss(y, learner.training_outputs(x), None)
+        calls.append(len(first_layer_calls))
         results.append(tape.gradient(loss, learner.trainable_variables))
         results.append(learner.adapt(x["support_x"][0], x["support_y"][0]))
     assert tf_meta.ANIL(sequential).body_and_head() is not None
     assert tf_meta.ANIL(functional).body_and_head() is None
+    # Two tasks: the body runs on each task's support and query inputs once; the whole
+    # network runs at each of the 3 inner steps, and on the queries once or after each step.
+    assert calls == [4, 2 * (3 + (3 if multi_step_loss_steps else 1))]
     # atol: the convolution bias, which batch normalization cancels, has a gradient of 0
     # up to rounding (1e-7).
     for split, whole in zip(results[0] + results[1], results[2] + results[3], strict=True):

@@ -18,8 +18,9 @@ class ANIL(MAML):
     the outer step, which (second order by default) differentiates the query loss through
     the head's adaptation into the body. Backpropagation in the inner loop stops at the
     head, so a meta-step costs much less than MAML's. In a `keras.Sequential` network the
-    body runs once per task and each inner step runs only the layers from the first
-    adapted one on, as in the authors' implementation; other networks, and
+    body runs once per task on the support inputs (and once on the queries under the
+    multi-step loss), and each inner step runs only the layers from the first adapted one
+    on, as in the authors' implementation; other networks, and
     `gradient_checkpointing=True`, run the whole network at every inner step.
 
     Args:
@@ -70,8 +71,8 @@ class ANIL(MAML):
             indices += [positions[id(variable)] for variable in layers[name].trainable_weights]
         return sorted(indices)
 
-    def inner_network(self, trainable_values, non_trainable_values, support_x):
-        """The head and the body's support features, computed once for all inner steps.
+    def inner_network(self, trainable_values, non_trainable_values, inputs):
+        """The head and the body's features of `inputs`, computed once for all inner steps.
 
         See `MAML.inner_network`. The whole model is returned when `body_and_head` finds
         no split, and under gradient checkpointing, whose recomputed steps must receive
@@ -79,12 +80,12 @@ class ANIL(MAML):
         """
         split = self.body_and_head()
         if split is None or self.gradient_checkpointing:
-            return super().inner_network(trainable_values, non_trainable_values, support_x)
+            return super().inner_network(trainable_values, non_trainable_values, inputs)
         body, head = split
         start = len(body.trainable_variables)
         non_trainable_start = len(body.non_trainable_variables)
         features = adaptation.predictions(
-            body, trainable_values[:start], non_trainable_values[:non_trainable_start], support_x
+            body, trainable_values[:start], non_trainable_values[:non_trainable_start], inputs
         )
         return head, start, non_trainable_start, features
 

@@ -199,25 +199,27 @@ class MAML(MetaLearner):
             lambda: descend(False),
         )
 
-    def inner_network(self, trainable_values, non_trainable_values, support_x):
-        """What an inner step differentiates: a network, the weights it reads, its inputs.
+    def inner_network(self, trainable_values, non_trainable_values, inputs):
+        """What runs between the fast weights and a task's predictions, and on what.
 
-        MAML runs the whole model on the support inputs at every inner step. ANIL, whose
-        body is fixed in the inner loop, runs the body once and returns the head.
+        The inner steps differentiate it on the support inputs; the multi-step loss runs it
+        on the query inputs after every inner step. MAML returns the whole model and the
+        inputs. ANIL, whose body is fixed in the inner loop, runs the body once on the
+        inputs and returns the head and the features.
 
         Args:
             trainable_values: The fast weights before adaptation.
             non_trainable_values: Values of the non-trainable variables of `.model`.
-            support_x: Support inputs of one task.
+            inputs: Support or query inputs of one task.
 
         Returns:
-            `(network, start, non_trainable_start, inputs)`: `network` reads the fast
-            weights from position `start` of `trainable_values` on and the non-trainable
-            values from position `non_trainable_start` on, and maps `inputs` to the
-            support predictions.
+            `(network, start, non_trainable_start, network_inputs)`: `network` reads the
+            fast weights from position `start` of `trainable_values` on and the
+            non-trainable values from position `non_trainable_start` on, and maps
+            `network_inputs` to the predictions for `inputs`.
         """
         del trainable_values, non_trainable_values
-        return self.model, 0, 0, support_x
+        return self.model, 0, 0, inputs
 
     def multi_step_loss_weights(self) -> tf.Tensor:
         """Weights of the query losses after each inner step (MAML++'s annealing).
@@ -250,9 +252,14 @@ class MAML(MetaLearner):
         path = self.adaptation_path(
             trainable_values, non_trainable_values, support_x, support_y, self.inner_steps, True
         )
+        network, start, non_trainable_start, inputs = self.inner_network(
+            trainable_values, non_trainable_values, query_x
+        )
         return tf.stack(
             [
-                self.predict_task(weights, non_trainable_values, support_x, query_x)
+                adaptation.predictions(
+                    network, weights[start:], non_trainable_values[non_trainable_start:], inputs
+                )
                 for weights in path
             ]
         )
