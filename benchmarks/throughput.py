@@ -15,8 +15,9 @@ gradient checkpointing.
 
 Problems:
 - sinusoid: MLP 1-40-40-1, meta-batch 25, 10 shots and 10 queries, inner learning rate 0.01;
-- omniglot: 5-way 1-shot episodes, conv4, meta-batch 32, inner learning rate 0.4, with
-  `--queries` per class (15 by default; MAML's own Omniglot recipe has 1);
+- omniglot: 5-way 1-shot episodes, conv4, meta-batch 32 (`--omniglot_tasks`), inner
+  learning rate 0.4, with `--queries` per class (15 by default; MAML's own Omniglot recipe
+  has 1);
 - omniglot5: the same with 5 inner steps: second-order MAML with gradient checkpointing,
   against second-order MAML without it.
 
@@ -39,6 +40,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("problems", ["sinusoid", "omniglot", "omniglot5"], "Problems to measure.")
 flags.DEFINE_integer("steps", 0, "Meta-steps per timed turn; 0 picks per problem.")
 flags.DEFINE_integer("queries", 15, "Omniglot query examples per class.")
+flags.DEFINE_integer("omniglot_tasks", 32, "Tasks per Omniglot meta-batch.")
 flags.DEFINE_multi_string(
     "only", [], "Measure only this configuration (a name; repeat the flag), and its baseline."
 )
@@ -306,7 +308,7 @@ def _batches(problem, count):
             ways=5,
             shots=1,
             queries=FLAGS.queries,
-            meta_batch_size=32,
+            meta_batch_size=FLAGS.omniglot_tasks,
             seed=0,
         )
     return list(stream.take(count))
@@ -416,6 +418,7 @@ def _measure(problem):
                     __file__,
                     f"--memory_of={problem}:{name}",
                     f"--queries={FLAGS.queries}",
+                    f"--omniglot_tasks={FLAGS.omniglot_tasks}",
                 ]
                 + [f"--data_dir={FLAGS.data_dir}"] * bool(FLAGS.data_dir),
                 check=True,
@@ -428,7 +431,7 @@ def _measure(problem):
         for name in factories
         if name == "MAML (second order)" or not FLAGS.smoke and _default_or_memory_option(name)
     }
-    tasks = 25 if problem == "sinusoid" else 32
+    tasks = 25 if problem == "sinusoid" else FLAGS.omniglot_tasks
     lines = [
         f"### {problem} (meta-batch {tasks}"
         + ("" if problem == "sinusoid" else f", {FLAGS.queries} queries per class")
