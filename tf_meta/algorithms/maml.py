@@ -35,6 +35,12 @@ class MAML(MetaLearner):
     in meta-steps (the optimizer's iterations), which is the same for a fixed
     `steps_per_epoch` and needs no callback.
 
+    `zeroing_trick=True` (Kao et al. 2022) sets the classifier head, the wrapped model's
+    last layer, to zero when the learner is built and keeps it there (its meta-gradient
+    is replaced by zeros), so that every task's adaptation starts from a zero head. Without
+    it, first-order MAML's head grows confident and wrong before adaptation, and the inner
+    steps spend themselves undoing it (measured in benchmarks/RESULTS.md).
+
     Args:
         model: The network whose initialization is meta-learned (any Keras model).
         inner_learning_rate: Step size of the inner gradient descent (alpha in the paper).
@@ -49,11 +55,13 @@ class MAML(MetaLearner):
             the last step; 0 turns it off.
         first_order_steps: Meta-steps trained first order before switching to second
             order; 0 turns it off.
+        zeroing_trick: Keep the last layer, which must be a `keras.layers.Dense`, at zero.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
         ValueError: If `inner_learning_rate` is not positive, a step count is negative or
-            not an integer, or `model` has no trainable weights.
+            not an integer, `model` has no trainable weights, or `zeroing_trick` is set and
+            the last layer of `model` is not a Dense layer (checked once `model` is built).
 
     Example:
         ```python
@@ -68,6 +76,8 @@ class MAML(MetaLearner):
         Networks. ICML 2017. https://arxiv.org/abs/1703.03400
         Antoniou, Edwards and Storkey. How to train your MAML. ICLR 2019.
         https://arxiv.org/abs/1810.09502
+        Kao, Chiu and Chen. MAML is a Noisy Contrastive Learner in Classification. ICLR
+        2022. https://arxiv.org/abs/2106.15367
     """
 
     def __init__(
@@ -81,6 +91,7 @@ class MAML(MetaLearner):
         per_step_learning_rates: bool = False,
         multi_step_loss_steps: int = 0,
         first_order_steps: int = 0,
+        zeroing_trick: bool = False,
         **kwargs,
     ):
         if not inner_learning_rate > 0:
@@ -100,11 +111,17 @@ class MAML(MetaLearner):
         self.per_step_learning_rates = bool(per_step_learning_rates)
         self.multi_step_loss_steps = int(multi_step_loss_steps)
         self.first_order_steps = int(first_order_steps)
+        self.zeroing_trick = bool(zeroing_trick)
         self.step_learning_rates_variables = []
+        if model.built:
+            self.head_variables()
 
     def build(self, input_shape):
-        """Builds the wrapped model and, with `per_step_learning_rates`, the rates."""
+        """Builds the model and any learned rates; zeroes the head under `zeroing_trick`."""
         super().build(input_shape)
+        with tf.init_scope():  # zero now, also when the build is traced inside a step
+            for variable in self.head_variables():
+                variable.assign(tf.zeros(variable.shape, variable.dtype))
         if self.per_step_learning_rates:
             weights = self.model.trainable_variables
             self.step_learning_rates_variables = [
@@ -284,6 +301,36 @@ class MAML(MetaLearner):
         """The predictions after the last inner step."""
         return outputs[:, -1] if self.multi_step_loss() else outputs
 
+    def head_variables(self) -> list:
+        """The variables `zeroing_trick` keeps at zero: the last layer's, or none.
+
+        Raises:
+            ValueError: If `zeroing_trick` is set and the last layer is not Dense.
+        """
+        if not self.zeroing_trick:
+            return []
+        head = self.model.layers[-1] if self.model.layers else None
+        if not isinstance(head, keras.layers.Dense):
+            raise ValueError(
+                "`zeroing_trick` needs a model whose last layer is a keras.layers.Dense (the "
+                f"classifier head); the last layer of {self.model.name} is {head!r}."
+            )
+        return list(head.trainable_variables)
+
+    def apply_meta_gradients(self, gradients):
+        """Updates the weights; under `zeroing_trick`, the head's gradients are zeros.
+
+        See `MetaLearner.apply_meta_gradients` for the arguments.
+        """
+        head = self.head_variables()
+        gradients = [
+            tf.zeros_like(gradient)
+            if gradient is not None and any(variable is weight for weight in head)
+            else gradient
+            for gradient, variable in zip(gradients, self.trainable_variables, strict=True)
+        ]
+        super().apply_meta_gradients(gradients)
+
     def adapted_indices(self) -> list[int]:
         """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
 
@@ -316,6 +363,7 @@ class MAML(MetaLearner):
             "per_step_learning_rates": self.per_step_learning_rates,
             "multi_step_loss_steps": self.multi_step_loss_steps,
             "first_order_steps": self.first_order_steps,
+            "zeroing_trick": self.zeroing_trick,
         }
 
 
