@@ -26,7 +26,8 @@ paper's hyperparameters but notes the budget. The recipes (per learner):
   5, 50 test-time steps.
 
 `--zeroing_trick` keeps the head of MAML, first-order MAML, Meta-SGD or ANIL at zero (Kao et
-al. 2022), which is not part of the papers' recipes.
+al. 2022), which is not part of the papers' recipes. `--inner_loss_steps=K` adds to each point
+of the curve the support loss after 0 ... K inner steps, to see what the inner loop does.
 
 Writes `<output_dir>/omniglot_<learner>_<ways>w<shots>s.json` and `.png` (the curve).
 
@@ -77,6 +78,12 @@ flags.DEFINE_bool(
     False,
     "Keep the classifier head at zero (Kao et al. 2022) for MAML, first-order MAML, Meta-SGD "
     "and ANIL; named in the output files.",
+)
+flags.DEFINE_integer(
+    "inner_loss_steps",
+    0,
+    "If positive, each point of the curve also records the mean support loss after 0 ... this "
+    "many inner steps on the pool's first 50 tasks (`tf_meta.callbacks.InnerLossCurve`).",
 )
 flags.DEFINE_integer("seed", 0, "Seed of the weights and the training episodes.")
 flags.DEFINE_string("data_dir", None, "Directory holding omniglot/omniglot28.npz.")
@@ -141,9 +148,10 @@ def _recipe():
 class _Curve(keras.callbacks.Callback):
     """Stops when the training budget is spent and scores the test pool at each epoch's end."""
 
-    def __init__(self, pool, budget_seconds):
+    def __init__(self, pool, budget_seconds, inner_loss_steps):
         super().__init__()
         self.pool, self.budget_seconds = pool, budget_seconds
+        self.inner_loss_steps = inner_loss_steps + 1 if inner_loss_steps else 0  # 0 ... steps
         self.training_seconds, self.points = 0.0, []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -159,8 +167,10 @@ class _Curve(keras.callbacks.Callback):
             self.model, self.pool, keras.metrics.sparse_categorical_accuracy
         )
         step = int(self.model.optimizer.iterations.numpy())
-        self.points.append((step, self.training_seconds, 100 * float(scores.mean())))
-        logs["test_accuracy"] = self.points[-1][2]
+        inner_losses = [logs[f"inner_loss_step_{k}"] for k in range(self.inner_loss_steps)]
+        point = (step, self.training_seconds, 100 * float(scores.mean()), inner_losses)
+        self.points.append(point)
+        logs["test_accuracy"] = point[2]
 
 
 def _pool(images, seed, tasks):
@@ -206,6 +216,8 @@ def main(argv):
     for flag in ("meta_learning_rate", "zeroing_trick"):
         if FLAGS[flag].value not in (None, False) and FLAGS.learner in ("protonet", "reptile"):
             raise app.UsageError(f"--{flag} does not apply to {FLAGS.learner}")
+    if FLAGS.inner_loss_steps and FLAGS.learner == "protonet":
+        raise app.UsageError("--inner_loss_steps does not apply to protonet (no inner loop)")
     keras.utils.set_random_seed(FLAGS.seed)
     keras.config.set_dtype_policy(FLAGS.precision)
     train_images = tf_meta.data.load_omniglot("vinyals_trainval", data_dir=FLAGS.data_dir)
@@ -223,7 +235,7 @@ def main(argv):
         paper = FLAGS.recipe == "paper"
         budget = float("inf") if paper else 60 * FLAGS.budget_minutes
         epochs = -(-PAPER_STEPS[FLAGS.learner] // eval_every) if paper else 10**6
-    curve = _Curve(_pool(test_images, 1, curve_tasks), budget)
+    curve = _Curve(_pool(test_images, 1, curve_tasks), budget, FLAGS.inner_loss_steps)
     train = tf_meta.data.episodes(
         train_images,
         train_ways,
@@ -232,7 +244,11 @@ def main(argv):
         meta_batch_size=meta_batch_size,
         seed=FLAGS.seed,
     )
-    learner.fit(train, epochs=epochs, steps_per_epoch=eval_every, callbacks=[curve], verbose=2)
+    callbacks = [curve]
+    if FLAGS.inner_loss_steps:  # before `curve`, which reads the losses from the logs
+        first_batch = next(iter(curve.pool))
+        callbacks.insert(0, tf_meta.callbacks.InnerLossCurve(first_batch, FLAGS.inner_loss_steps))
+    learner.fit(train, epochs=epochs, steps_per_epoch=eval_every, callbacks=callbacks, verbose=2)
     scores = tf_meta.evaluation.task_scores(
         learner, _pool(test_images, 2, test_tasks), keras.metrics.sparse_categorical_accuracy
     )
@@ -256,8 +272,13 @@ def main(argv):
         "published": published.get((FLAGS.ways, FLAGS.shots)),
         "paper": paper_name,
         "curve": [
-            {"meta_step": step, "training_minutes": round(seconds / 60, 2), "accuracy": accuracy}
-            for step, seconds, accuracy in curve.points
+            {
+                "meta_step": step,
+                "training_minutes": round(seconds / 60, 2),
+                "accuracy": accuracy,
+                **({"inner_loss": inner_losses} if inner_losses else {}),
+            }
+            for step, seconds, accuracy, inner_losses in curve.points
         ],
         "tensorflow": tf.__version__,
         "date": time.strftime("%Y-%m-%d"),
