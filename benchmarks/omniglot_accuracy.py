@@ -199,8 +199,9 @@ def plot(report, curve_tasks, path):
         axes.axhline(report["published"], color="gray", linestyle="--", label=report["paper"])
     axes.set_xlabel("meta-steps")
     axes.set_ylabel(f"test accuracy, {curve_tasks} tasks (%)")
+    learner = report["learner"] + (", zeroing trick" if report.get("zeroing_trick") else "")
     axes.set_title(
-        f"{report['learner']}, Omniglot {report['ways']}-way {report['shots']}-shot: "
+        f"{learner}, Omniglot {report['ways']}-way {report['shots']}-shot:\n"
         f"{report['test_accuracy']:.1f} ± {report['confidence_95']:.1f}% after "
         f"{report['training_minutes']} min"
     )
