@@ -151,7 +151,7 @@ class _Curve(keras.callbacks.Callback):
     def __init__(self, pool, budget_seconds, inner_loss_steps):
         super().__init__()
         self.pool, self.budget_seconds = pool, budget_seconds
-        self.inner_loss_steps = inner_loss_steps + 1 if inner_loss_steps else 0  # 0 ... steps
+        self.inner_loss_steps = inner_loss_steps
         self.training_seconds, self.points = 0.0, []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -167,7 +167,8 @@ class _Curve(keras.callbacks.Callback):
             self.model, self.pool, keras.metrics.sparse_categorical_accuracy
         )
         step = int(self.model.optimizer.iterations.numpy())
-        inner_losses = [logs[f"inner_loss_step_{k}"] for k in range(self.inner_loss_steps)]
+        steps = range(self.inner_loss_steps + 1) if self.inner_loss_steps else []
+        inner_losses = [logs[f"inner_loss_step_{k}"] for k in steps]
         point = (step, self.training_seconds, 100 * float(scores.mean()), inner_losses)
         self.points.append(point)
         logs["test_accuracy"] = point[2]
