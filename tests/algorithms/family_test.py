@@ -32,6 +32,9 @@ def encoder():
 LEARNERS = {
     "MAML": lambda: tf_meta.MAML(classifier(), inner_learning_rate=0.3, inner_steps=2),
     "FOMAML": lambda: tf_meta.MAML(classifier(), inner_learning_rate=0.3, first_order=True),
+    "FOMAMLZeroingTrick": lambda: tf_meta.MAML(
+        classifier(), inner_learning_rate=0.3, first_order=True, zeroing_trick=True
+    ),
     "MetaSGD": lambda: tf_meta.MetaSGD(classifier(), inner_learning_rate=0.3),
     "ANIL": lambda: tf_meta.ANIL(classifier(), inner_learning_rate=0.3, inner_steps=2),
     "PrototypicalNetwork": lambda: tf_meta.PrototypicalNetwork(encoder()),

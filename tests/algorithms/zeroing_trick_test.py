@@ -38,27 +38,38 @@ def one_meta_step(learner):
 
 @pytest.mark.parametrize("learner_class", [tf_meta.MAML, tf_meta.MetaSGD, tf_meta.ANIL])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_head_stays_zero_and_body_trains_as_from_a_zero_head(learner_class, first_order):
+def test_body_trains_as_from_a_zero_head_and_head_variables_stay(learner_class, first_order):
     arguments = {"inner_learning_rate": 0.3, "inner_steps": 2, "first_order": first_order}
     zeroed = learner_class(classifier(), zeroing_trick=True, **arguments)
     reference = learner_class(classifier(), **arguments)
     for variable in reference.model.get_layer("head").weights:
         variable.assign(np.zeros(variable.shape, "float32"))
-    initial_body = classifier().get_layer("body").get_weights()
+    initial = [weight.numpy() for weight in classifier().trainable_variables]
 
     zeroed_weights, reference_weights = one_meta_step(zeroed), one_meta_step(reference)
 
-    for head in zeroed_weights[2:]:
-        np.testing.assert_array_equal(head, 0.0)
+    for head, initial_head in zip(zeroed_weights[2:], initial[2:], strict=True):
+        np.testing.assert_array_equal(head, initial_head)  # read as zeros, never updated
     assert np.abs(reference_weights[2]).max() > 1e-3  # without the trick, the head moves
     for weight, expected in zip(zeroed_weights[:2], reference_weights[:2], strict=True):
         np.testing.assert_allclose(weight, expected, rtol=1e-5, atol=1e-7)
-    assert np.abs(zeroed_weights[0] - initial_body[0]).max() > 1e-4
+    assert np.abs(zeroed_weights[0] - initial[0]).max() > 1e-4
 
 
 def test_last_layer_that_is_not_dense_raises_at_construction():
     with pytest.raises(ValueError, match="zeroing_trick.*Flatten"):
         tf_meta.MAML(tf_meta.models.conv4(ways=None), zeroing_trick=True)
+
+
+def test_adaptation_starts_from_a_zero_head():
+    learner = tf_meta.MAML(
+        classifier(),
+        zeroing_trick=True,
+        inner_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, _ = episode_batch()
+    np.testing.assert_array_equal(learner.adapt_and_predict(x, steps=0), 0.0)
+    assert np.abs(learner.adapt_and_predict(x, steps=1)).max() > 1e-3
 
 
 def test_config_keeps_the_option():

@@ -35,11 +35,12 @@ class MAML(MetaLearner):
     in meta-steps (the optimizer's iterations), which is the same for a fixed
     `steps_per_epoch` and needs no callback.
 
-    `zeroing_trick=True` (Kao et al. 2022) sets the classifier head, the wrapped model's
-    last layer, to zero when the learner is built and keeps it there (its meta-gradient
-    is replaced by zeros), so that every task's adaptation starts from a zero head. Without
-    it, first-order MAML's head grows confident and wrong before adaptation, and the inner
-    steps spend themselves undoing it (measured in benchmarks/RESULTS.md).
+    `zeroing_trick=True` (Kao et al. 2022) starts every task's adaptation, in training,
+    evaluation and serving, from a zero classifier head (the wrapped model's last layer):
+    `weight_values` reads the head as zeros, and the head's variables get zero
+    meta-gradients, so they keep values that are never used. Without it, first-order
+    MAML's head grows confident and wrong before adaptation, and the inner steps spend
+    themselves undoing it (measured in benchmarks/RESULTS.md).
 
     Args:
         model: The network whose initialization is meta-learned (any Keras model).
@@ -55,7 +56,7 @@ class MAML(MetaLearner):
             the last step; 0 turns it off.
         first_order_steps: Meta-steps trained first order before switching to second
             order; 0 turns it off.
-        zeroing_trick: Keep the last layer, which must be a `keras.layers.Dense`, at zero.
+        zeroing_trick: Adapt from a zero last layer, which must be a `keras.layers.Dense`.
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
@@ -117,11 +118,8 @@ class MAML(MetaLearner):
             self.head_variables()
 
     def build(self, input_shape):
-        """Builds the model and any learned rates; zeroes the head under `zeroing_trick`."""
+        """Builds the wrapped model and, with `per_step_learning_rates`, the rates."""
         super().build(input_shape)
-        with tf.init_scope():  # zero now, also when the build is traced inside a step
-            for variable in self.head_variables():
-                variable.assign(tf.zeros(variable.shape, variable.dtype))
         if self.per_step_learning_rates:
             weights = self.model.trainable_variables
             self.step_learning_rates_variables = [
@@ -302,7 +300,7 @@ class MAML(MetaLearner):
         return outputs[:, -1] if self.multi_step_loss() else outputs
 
     def head_variables(self) -> list:
-        """The variables `zeroing_trick` keeps at zero: the last layer's, or none.
+        """The variables `zeroing_trick` replaces by zeros: the last layer's, or none.
 
         Raises:
             ValueError: If `zeroing_trick` is set and the last layer is not Dense.
@@ -317,6 +315,18 @@ class MAML(MetaLearner):
             )
         return list(head.trainable_variables)
 
+    def weight_values(self):
+        """The values of `.model`'s variables, with the head's as zeros under `zeroing_trick`."""
+        trainable_values, non_trainable_values = super().weight_values()
+        head = self.head_variables()
+        trainable_values = [
+            tf.zeros_like(value) if any(variable is weight for weight in head) else value
+            for value, variable in zip(
+                trainable_values, self.model.trainable_variables, strict=True
+            )
+        ]
+        return trainable_values, non_trainable_values
+
     def apply_meta_gradients(self, gradients):
         """Updates the weights; under `zeroing_trick`, the head's gradients are zeros.
 
@@ -324,8 +334,8 @@ class MAML(MetaLearner):
         """
         head = self.head_variables()
         gradients = [
-            tf.zeros_like(gradient)
-            if gradient is not None and any(variable is weight for weight in head)
+            tf.zeros(variable.shape, variable.dtype)
+            if any(variable is weight for weight in head)
             else gradient
             for gradient, variable in zip(gradients, self.trainable_variables, strict=True)
         ]
