@@ -318,13 +318,7 @@ class MAML(MetaLearner):
     def weight_values(self):
         """The values of `.model`'s variables, with the head's as zeros under `zeroing_trick`."""
         trainable_values, non_trainable_values = super().weight_values()
-        head = self.head_variables()
-        trainable_values = [
-            tf.zeros_like(value) if any(variable is weight for weight in head) else value
-            for value, variable in zip(
-                trainable_values, self.model.trainable_variables, strict=True
-            )
-        ]
+        trainable_values = self.zero_head(trainable_values, self.model.trainable_variables)
         return trainable_values, non_trainable_values
 
     def apply_meta_gradients(self, gradients):
@@ -332,14 +326,17 @@ class MAML(MetaLearner):
 
         See `MetaLearner.apply_meta_gradients` for the arguments.
         """
+        super().apply_meta_gradients(self.zero_head(gradients, self.trainable_variables))
+
+    def zero_head(self, tensors, variables) -> list:
+        """`tensors`, one per entry of `variables`, with zeros for `head_variables()`'s."""
         head = self.head_variables()
-        gradients = [
+        return [
             tf.zeros(variable.shape, variable.dtype)
             if any(variable is weight for weight in head)
-            else gradient
-            for gradient, variable in zip(gradients, self.trainable_variables, strict=True)
+            else tensor
+            for tensor, variable in zip(tensors, variables, strict=True)
         ]
-        super().apply_meta_gradients(gradients)
 
     def adapted_indices(self) -> list[int]:
         """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
