@@ -19,6 +19,10 @@ paper's hyperparameters but notes the budget. The recipes (per learner):
   step (5 for 20-way), 3 at test time, Adam 1e-3; the paper trains 60,000 meta-steps.
 - metasgd (Li et al. 2017): as MAML, with learned per-weight inner learning rates.
 - anil (Raghu et al. 2020): as MAML, adapting the head only.
+- imaml (Rajeswaran et al. 2019, Table 2, "iMAML, GD"): as MAML's tasks and meta-batch,
+  16 inner steps of gradient descent on the proximal support loss (25 for 20-way), the same
+  at test time, regularization 2.0 and 5 conjugate-gradient steps, Adam 1e-3. The paper does
+  not state the inner step size in its table; 0.1 here (MAML's 20-way rate) is tf_meta's.
 - reptile (Nichol et al. 2018): 10-shot training tasks, 5 inner Adam steps (1e-3) on the
   whole support set (the paper's inner batches of 10 do not fit 1-shot test tasks),
   meta step size 1 annealed linearly to 0 (Keras's SGD with a polynomial decay) over the
@@ -49,7 +53,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
-LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil", "reptile")
+LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
 flags.DEFINE_enum("learner", "protonet", LEARNERS, "The meta-learner.")
 flags.DEFINE_integer("ways", 5, "Classes per test episode.")
 flags.DEFINE_integer("shots", 1, "Support examples per class.")
@@ -96,6 +100,10 @@ PUBLISHED = {  # (paper, {(ways, shots): accuracy in %})
     "fomaml": ("Finn et al. 2017", {(5, 1): 98.3, (5, 5): 99.2, (20, 1): 89.4, (20, 5): 97.9}),
     "metasgd": ("Li et al. 2017", {(5, 1): 99.53, (5, 5): 99.93, (20, 1): 95.93, (20, 5): 98.97}),
     "anil": ("Raghu et al. 2020", {(20, 1): 96.2, (20, 5): 98.0}),  # Table 2: 20-way only
+    "imaml": (
+        "Rajeswaran et al. 2019 (GD)",
+        {(5, 1): 99.16, (5, 5): 99.67, (20, 1): 94.46, (20, 5): 98.69},
+    ),
     "reptile": (
         "Nichol et al. 2018",
         {(5, 1): 97.68, (5, 5): 99.48, (20, 1): 89.43, (20, 5): 97.12},
@@ -108,6 +116,7 @@ PAPER_STEPS = {
     "metasgd": 60_000,
     "anil": 60_000,
     "reptile": 100_000,
+    "imaml": 60_000,
 }
 
 
@@ -135,6 +144,17 @@ def _recipe():
         "zeroing_trick": FLAGS.zeroing_trick,  # Kao et al. 2022; off in the papers' recipes
     }
     network = tf_meta.models.conv4(ways=ways)
+    if name == "imaml":
+        steps = 16 if ways == 5 else 25
+        learner = tf_meta.IMAML(
+            network,
+            inner_learning_rate=0.1,
+            inner_steps=steps,
+            regularization=2.0,
+            conjugate_gradient_steps=5,
+        )
+        optimizer = keras.optimizers.Adam(FLAGS.meta_learning_rate or 1e-3)
+        return learner, (ways, shots, shots), 32 if ways == 5 else 16, optimizer
     if name in ("maml", "fomaml"):
         learner = tf_meta.MAML(network, first_order=name == "fomaml", **inner)
     elif name == "metasgd":
@@ -216,7 +236,8 @@ def main(argv):
     """Trains, scores and writes the JSON report and the PNG curve."""
     del argv
     for flag in ("meta_learning_rate", "zeroing_trick"):
-        if FLAGS[flag].value not in (None, False) and FLAGS.learner in ("protonet", "reptile"):
+        excluded = ("protonet", "reptile") + (("imaml",) if flag == "zeroing_trick" else ())
+        if FLAGS[flag].value not in (None, False) and FLAGS.learner in excluded:
             raise app.UsageError(f"--{flag} does not apply to {FLAGS.learner}")
     if FLAGS.inner_loss_steps and FLAGS.learner == "protonet":
         raise app.UsageError("--inner_loss_steps does not apply to protonet (no inner loop)")

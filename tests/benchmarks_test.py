@@ -35,6 +35,7 @@ def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
         ],
         ("omniglot_accuracy.py", "--learner=protonet", output): ['"learner": "protonet"'],
         ("data_pipeline.py",): ["| episodes/s, default parallelism |"],
+        ("inner_steps_memory.py",): ["| iMAML | 1 |", "| iMAML | 2 |"],
         ("op_profile.py",): ["| op type | MAML baseline (s) | count | MAML (second order) (s) |"],
         ("tuning.py", output): [f"| {name} |" for name in ("random", "evolution", "reinforce")],
     }

@@ -111,9 +111,9 @@ def test_fresh_process_without_tf_meta_reproduces_every_learner(tmp_path):
                 expected[f"{name}/{size}/embeddings"] = embeddings
                 expected[f"{name}/{size}/base"] = embeddings
             else:
-                trainable, non_trainable = learner.weight_values()
+                model = learner.model
                 expected[f"{name}/{size}/base"] = tf_meta.adaptation.predictions(
-                    learner.model, trainable, non_trainable, task["query_x"]
+                    model, model.trainable_variables, model.non_trainable_variables, task["query_x"]
                 ).numpy()
     np.savez(tmp_path / "inputs.npz", **inputs)
     completed = subprocess.run(

@@ -36,6 +36,11 @@ def _run_program(output_dir, *arguments):
     )
 
 
+def _newest_backup(output_dir):
+    """The directory of the newest complete backup."""
+    return sorted(glob.glob(os.path.join(output_dir, "backup", "backup-*")))[-1]
+
+
 def _weights(output_dir):
     with np.load(os.path.join(output_dir, "weights.npz")) as archive:
         return [archive[name] for name in archive.files]
@@ -56,13 +61,64 @@ def test_sigkill_mid_epoch_then_same_command_ends_like_uninterrupted(tmp_path, u
     killed = _run_program(tmp_path, f"--kill_at_step={program.STEPS_PER_EPOCH * 2 + 1}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not os.path.exists(tmp_path / "weights.npz")
-    with open(tmp_path / "backup" / "training_metadata.json") as file:
+    with open(os.path.join(_newest_backup(tmp_path), "training_metadata.json")) as file:
         assert json.load(file)["epoch"] == 2  # the last backup: end of epoch 2
 
     resumed = _run_program(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for expected, received in zip(uninterrupted[1], _weights(tmp_path), strict=True):
         np.testing.assert_array_equal(received, expected)
+
+
+def _killed_in_backup_then_resumed(directory, point, expected):
+    killed = _run_program(directory, f"--kill_in_backup={point}")
+    assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+    resumed = _run_program(directory)
+    assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+    for weight, received in zip(expected, _weights(directory), strict=True):
+        np.testing.assert_array_equal(received, weight)
+
+
+@pytest.mark.parametrize("point", [1, program.WRITE_POINTS + 2])
+def test_sigkill_during_a_backup_write_then_same_command_ends_like_uninterrupted(
+    tmp_path, uninterrupted, point
+):
+    """The first backup's weights torn (no backup exists yet), the second's metadata torn."""
+    _killed_in_backup_then_resumed(tmp_path, point, uninterrupted[1])
+
+
+@pytest.mark.slow  # every write point of the run's first three backups: about 15 minutes
+def test_sigkill_at_every_point_of_the_backup_writes(tmp_path, uninterrupted):
+    for point in range(1, 3 * program.WRITE_POINTS + 1):
+        _killed_in_backup_then_resumed(tmp_path / str(point), point, uninterrupted[1])
+
+
+def test_torn_backups_are_skipped_with_a_warning(tmp_path):
+    learner = program.make_learner()
+    directory = str(tmp_path / "backup")
+    tf_meta.training.train(
+        learner, program.stream, epochs=2, steps_per_epoch=3, backup_directory=directory
+    )
+    assert not os.path.exists(directory)  # deleted at the end of training
+    backup = tf_meta.backup.AtomicBackupAndRestore(directory, delete_checkpoint=False)
+    learner = program.make_learner()
+    learner.build_symbolically(program.stream(0, None).element_spec[0])
+    learner.optimizer.build(learner.trainable_variables)
+    backup.set_model(learner)
+    for epoch in (1, 2):
+        backup._current_epoch = epoch
+        backup._save_model()
+    newest = _newest_backup(tmp_path)
+    with open(os.path.join(newest, "training_metadata.json"), "w") as file:
+        file.write('{"epoch": ')  # torn
+    before = [v.numpy() for v in learner.variables]
+    learner.optimizer.iterations.assign(99)
+    with pytest.warns(UserWarning, match="backup-000000002"):
+        backup.on_train_begin()
+    assert learner._initial_epoch == 1
+    assert int(learner.optimizer.iterations.numpy()) == 0  # restored from epoch 1's backup
+    for value, variable in zip(before, learner.variables, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
 
 
 @pytest.mark.parametrize("checkpoint", ["epoch-2.keras", "epoch-2.weights.h5"])
@@ -82,12 +138,12 @@ def test_diverging_inner_loop_stops_the_run_and_keeps_the_last_good_backup(tmp_p
         f"RuntimeError: Meta-step {step + 1} of the run (counting from 1): NaN or Inf loss "
         "encountered at batch 1" in diverged.stderr
     )
-    with open(tmp_path / "backup" / "training_metadata.json") as file:
+    with open(os.path.join(_newest_backup(tmp_path), "training_metadata.json")) as file:
         assert json.load(file)["epoch"] == 2
     learner = program.make_learner()
     learner.build_symbolically(program.stream(0, None).element_spec[0])
     learner.optimizer.build(learner.trainable_variables)
-    learner.load_weights(str(tmp_path / "backup" / "latest.weights.h5"))
+    learner.load_weights(os.path.join(_newest_backup(tmp_path), "backup.weights.h5"))
     assert int(learner.optimizer.iterations.numpy()) == 2 * program.STEPS_PER_EPOCH
     assert all(np.isfinite(weight).all() for weight in learner.get_weights())
 

@@ -1,4 +1,4 @@
-"""Pure functions on fast weights: stateless predictions, support losses, update rules.
+"""Pure functions on fast weights: stateless predictions, support losses, the inner loop.
 
 Fast weights are plain tensors, one per trainable variable of a Keras model and in the
 order of `model.trainable_variables`. Nothing here writes a variable: the network is run
@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
+
+from tf_meta.checkpointing import recompute
 
 
 def predictions(
@@ -111,78 +113,69 @@ def loss_and_gradients(
     return value, gradients
 
 
-def gradient_descent_step(
+def inner_loop(
+    rule,
     weights: Sequence[tf.Tensor],
-    gradients: Sequence[tf.Tensor],
-    learning_rates: float | tf.Tensor | Sequence[tf.Tensor],
-) -> list[tf.Tensor]:
-    """One step of gradient descent on fast weights: `w - learning_rate * g`.
+    gradients_function: Callable[[list[tf.Tensor], int], list[tf.Tensor]],
+    steps: int,
+    indices: Sequence[int] | None = None,
+    first_order: bool = False,
+    checkpointed: bool = False,
+) -> list[list[tf.Tensor]]:
+    """The one inner loop: `steps` steps of an update rule on fast weights.
+
+    Every gradient-based learner adapts through this function. It is differentiable: under
+    an outer `tf.GradientTape` the meta-gradient flows through every step, including the
+    inner gradients unless `first_order` stops them (first-order MAML, Reptile).
+    `checkpointed` recomputes each step in the backward pass instead of storing its
+    activations (`tf_meta.checkpointing.recompute`): the step receives the weights and the
+    rule's state as arguments, so learned hyperparameters in the state keep their gradients.
 
     Args:
-        weights: Fast weights.
-        gradients: Gradients shaped like `weights`.
-        learning_rates: One scalar for all weights, or one tensor per weight (broadcast
-            against it, e.g. the per-parameter rates of Meta-SGD).
+        rule: An update rule (`tf_meta.rules.UpdateRule`).
+        weights: The initial fast weights.
+        gradients_function: `gradients_function(weights, step)` returns the support loss's
+            gradient with respect to the weights at `indices`, given all fast weights.
+        steps: The number of inner steps (a Python integer).
+        indices: Positions in `weights` of the weights the rule updates; None means all.
+        first_order: Whether to stop the inner gradients.
+        checkpointed: Whether to recompute each step for the meta-gradient.
 
     Returns:
-        The updated fast weights.
+        The fast weights after each step: `steps` lists (empty for 0 steps).
     """
-    if isinstance(learning_rates, Sequence):
-        rates = list(learning_rates)
-    else:
-        rates = [learning_rates] * len(weights)
-    return [
-        weight - _as_dtype(rate, weight.dtype) * _as_dtype(gradient, weight.dtype)
-        for weight, gradient, rate in zip(weights, gradients, rates, strict=True)
-    ]
+    weights = list(weights)
+    count = len(weights)
+    indices = list(range(count)) if indices is None else list(indices)
 
+    def step_function(step, weights, state):
+        gradients = gradients_function(weights, step)
+        if first_order:
+            gradients = [tf.stop_gradient(gradient) for gradient in gradients]
+        updated, state = rule.update(gradients, state, [weights[i] for i in indices], step)
+        weights = list(weights)
+        for index, weight in zip(indices, updated, strict=True):
+            weights[index] = weight
+        return weights, state
 
-def adam_step(
-    weights: Sequence[tf.Tensor],
-    gradients: Sequence[tf.Tensor],
-    moments: tuple[Sequence[tf.Tensor], Sequence[tf.Tensor]],
-    step: int,
-    learning_rate: float,
-    beta_1: float = 0.0,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-) -> tuple[list[tf.Tensor], tuple[list[tf.Tensor], list[tf.Tensor]]]:
-    """One Adam step on fast weights, the update of `keras.optimizers.Adam`.
+    state = rule.init([weights[i] for i in indices])
+    path = []
+    for step in range(steps):
+        if checkpointed:
+            structure = state
 
-    `m = beta_1 m + (1 - beta_1) g`, `v = beta_2 v + (1 - beta_2) g^2` and
-    `w - learning_rate * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`.
-    `beta_1 = 0` is the inner optimizer of Reptile (Nichol et al. 2018).
+            def flat_step(*arguments, step=step, structure=structure):
+                packed = tf.nest.pack_sequence_as(structure, list(arguments[count:]))
+                new_weights, new_state = step_function(step, list(arguments[:count]), packed)
+                return new_weights + tf.nest.flatten(new_state)
 
-    Args:
-        weights: Fast weights.
-        gradients: Gradients shaped like `weights`.
-        moments: `(first_moments, second_moments)`, each shaped like `weights` (zeros at
-            the first step).
-        step: The step number `t`, from 1.
-        learning_rate: The step size.
-        beta_1: Decay of the first moment.
-        beta_2: Decay of the second moment.
-        epsilon: Added to the root of the second moment.
-
-    Returns:
-        The updated weights and moments.
-    """
-    first, second = moments
-    scale = learning_rate * (1.0 - beta_2**step) ** 0.5 / (1.0 - beta_1**step)
-    new_first, new_second, new_weights = [], [], []
-    for weight, gradient, m, v in zip(weights, gradients, first, second, strict=True):
-        gradient = _as_dtype(gradient, weight.dtype)
-        m = beta_1 * m + (1.0 - beta_1) * gradient
-        v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
-        new_first.append(m)
-        new_second.append(v)
-        new_weights.append(weight - _as_dtype(scale, weight.dtype) * m / (tf.sqrt(v) + epsilon))
-    return new_weights, (new_first, new_second)
-
-
-def _as_dtype(value, dtype: tf.DType) -> tf.Tensor:
-    """Converts Python numbers directly to `dtype` (no float32 rounding on the way)."""
-    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+            results = list(recompute(flat_step)(*weights, *tf.nest.flatten(state)))
+            weights = results[:count]
+            state = tf.nest.pack_sequence_as(structure, results[count:])
+        else:
+            weights, state = step_function(step, weights, state)
+        path.append(weights)
+    return path
 
 
 def per_example_loss(identifier: str | Callable | keras.losses.Loss) -> Callable:

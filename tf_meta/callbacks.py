@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta.algorithms.meta_learner import validate_episode
+from tf_meta import episode
 from tf_meta.evaluation import task_scores
 
 
@@ -30,17 +30,17 @@ class InnerLossCurve(keras.callbacks.Callback):
     def __init__(self, episodes, steps: int):
         super().__init__()
         x = episodes[0] if isinstance(episodes, (tuple, list)) else episodes
-        validate_episode(x)
+        episode.validate_episode(x)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"`steps` must be a non-negative integer; received {steps!r}.")
         # The support set doubles as the queries: predictions on it give the inner loss.
-        self.episodes = {"support_x": x["support_x"], "support_y": x["support_y"]}
-        self.episodes["query_x"] = x["support_x"]
+        self.episodes = {key: x[key] for key in (episode.SUPPORT_X, episode.SUPPORT_Y)}
+        self.episodes[episode.QUERY_X] = x[episode.SUPPORT_X]
         self.steps = steps
 
     def losses(self) -> list[float]:
         """The mean support loss after 0 ... `steps` inner steps, with the current weights."""
-        pool = tf.data.Dataset.from_tensors((self.episodes, self.episodes["support_y"]))
+        pool = tf.data.Dataset.from_tensors((self.episodes, self.episodes[episode.SUPPORT_Y]))
         return [
             float(np.mean(task_scores(self.model, pool, self.model.support_loss, steps)))
             for steps in range(self.steps + 1)

@@ -6,11 +6,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta import adaptation
-from tf_meta.algorithms.meta_learner import MetaLearner, validate_episode
+from tf_meta.episode import validate_episode
 
 
 def task_scores(
-    learner: MetaLearner,
+    learner,
     episodes: tf.data.Dataset,
     metric="mse",
     inner_steps: int | None = None,
@@ -18,7 +18,7 @@ def task_scores(
     """Adapts to every task of `episodes` and scores its query predictions.
 
     Args:
-        learner: A meta-learner.
+        learner: A meta-learner (`tf_meta.MetaLearner`).
         episodes: A finite dataset of episode batches `(x, query_y)`, such as a fixed pool
             from `tf_meta.data.sinusoid(num_tasks=600, ...)`.
         metric: A per-example function `(y_true, y_pred) -> values`, such as

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tf_meta.backup import AtomicBackupAndRestore
 from tf_meta.distribution import distribute_stream
 
 
@@ -22,11 +23,12 @@ def train(
     The learner continues from the meta-step its optimizer has counted, and the task stream
     is built to start at that step, so an interrupted run continues on the tasks the
     uninterrupted run would have seen:
-    - With `backup_directory`, Keras's `BackupAndRestore` writes the weights, optimizer
-      state and epoch at the end of every epoch (keeping the previous backup, in case the
-      process dies while writing). Run the same command again after a crash (even a
-      SIGKILL) and it restores the last backup and goes on from there; work done since
-      that backup is redone, the same way. Choose `steps_per_epoch` as the backup interval.
+    - With `backup_directory`, `tf_meta.backup.AtomicBackupAndRestore` writes the weights,
+      optimizer state and epoch at the end of every epoch, as one directory renamed into
+      place once complete (keeping the previous backup). Run the same command again after
+      a crash (even a SIGKILL in the middle of a write) and it restores the last complete
+      backup and goes on from there; work done since that backup is redone, the same way.
+      Choose `steps_per_epoch` as the backup interval.
     - A learner loaded from a checkpoint written at the end of an epoch (`ModelCheckpoint`
       to `.keras`, or `.weights.h5` loaded into a compiled learner) continues likewise.
     Keras's `TerminateOnNaN(raise_error=True)` stops the run at the first NaN or infinite
@@ -44,7 +46,7 @@ def train(
             input_context=context)`.
         epochs: The epoch at which training ends (as in `fit`).
         steps_per_epoch: Meta-steps per epoch: the interval between backups.
-        backup_directory: Where `BackupAndRestore` keeps its backup; None for no backup.
+        backup_directory: Where the backups are kept; None for no backup.
         callbacks: Further Keras callbacks (`ModelCheckpoint`, `TensorBoard`, ...).
         verbose: Keras verbosity.
 
@@ -62,7 +64,7 @@ def train(
     strategy = learner.distribute_strategy
     callbacks = [keras.callbacks.TerminateOnNaN(raise_error=True), *callbacks]
     if backup_directory is not None:
-        backup = keras.callbacks.BackupAndRestore(backup_directory, double_checkpoint=True)
+        backup = AtomicBackupAndRestore(backup_directory)
         with strategy.scope():
             element = stream(0, None).element_spec[0]
             learner.build_symbolically(element)

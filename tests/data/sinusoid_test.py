@@ -18,7 +18,7 @@ def test_shapes_and_episode_contract():
         "query_x": (4, 3, 1),
     }
     assert tuple(y.shape) == (4, 3, 1)
-    tf_meta.algorithms.meta_learner.validate_episode(x, y)
+    tf_meta.episode.validate_episode(x, y)
 
 
 def test_same_seed_same_tasks_and_different_seed_different_tasks():

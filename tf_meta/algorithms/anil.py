@@ -4,7 +4,6 @@ from collections.abc import Sequence
 
 import keras
 
-from tf_meta import adaptation
 from tf_meta.algorithms.maml import MAML
 
 
@@ -71,23 +70,18 @@ class ANIL(MAML):
             indices += [positions[id(variable)] for variable in layers[name].trainable_weights]
         return sorted(indices)
 
-    def inner_network(self, trainable_values, non_trainable_values, inputs):
-        """The head and the body's features of `inputs`, computed once for all inner steps.
+    def _inner_network(self):
+        """The head and the body, so that the body runs once per task (see `MAML`).
 
-        See `MAML.inner_network`. The whole model is returned when `body_and_head` finds
-        no split, and under gradient checkpointing, whose recomputed steps must receive
-        everything they differentiate as arguments.
+        The whole model is returned when `body_and_head` finds no split, and under gradient
+        checkpointing, whose recomputed steps must receive everything they differentiate as
+        arguments.
         """
         split = self.body_and_head()
         if split is None or self.gradient_checkpointing:
-            return super().inner_network(trainable_values, non_trainable_values, inputs)
+            return super()._inner_network()
         body, head = split
-        start = len(body.trainable_variables)
-        non_trainable_start = len(body.non_trainable_variables)
-        features = adaptation.predictions(
-            body, trainable_values[:start], non_trainable_values[:non_trainable_start], inputs
-        )
-        return head, start, non_trainable_start, features
+        return head, len(body.trainable_variables), len(body.non_trainable_variables), body
 
     def body_and_head(self):
         """The layers before the first adapted layer, and the layers from it on.
@@ -123,7 +117,7 @@ class ANIL(MAML):
 class _LayerChain:
     """Layers applied one after another, with the variables of `keras.Model` (for ANIL).
 
-    `adaptation.predictions` runs it as it runs a model: it reads `trainable_variables`
+    `tf_meta.adaptation.predictions` runs it as it runs a model: it reads `trainable_variables`
     and `non_trainable_variables` and calls it with `training=True`.
 
     Args:

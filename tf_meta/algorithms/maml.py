@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
-from tf_meta import adaptation
+from tf_meta import adaptation, rules
 from tf_meta.algorithms.meta_learner import MetaLearner
-from tf_meta.checkpointing import recompute
+from tf_meta.rules.update_rule import check_positive
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -24,6 +24,11 @@ class MAML(MetaLearner):
     may exceed the training steps (the paper trains sinusoid regression with 1 step and
     tests with up to 10). Batch normalization is transductive: see `MetaLearner`.
 
+    The inner loop is `tf_meta.adaptation.inner_loop` with the rule `update_rule()`
+    returns: `tf_meta.rules.GradientDescent`, or `tf_meta.rules.PerStepGradientDescent`
+    with `per_step_learning_rates`; a subclass changes the rule by overriding it
+    (`MetaSGD`).
+
     Three stabilizers of MAML++ (Antoniou et al. 2019) are options, each off by default:
     `per_step_learning_rates` learns one inner learning rate per adapted weight tensor
     and per inner step (LSLR; variables `step_learning_rates`, evaluation steps beyond
@@ -37,8 +42,8 @@ class MAML(MetaLearner):
 
     `zeroing_trick=True` (Kao et al. 2022) starts every task's adaptation, in training,
     evaluation and serving, from a zero classifier head (the wrapped model's last layer):
-    `weight_values` reads the head as zeros, and the head's variables get zero
-    meta-gradients, so they keep values that are never used. Without it, first-order
+    `adapt_task` replaces the head's initial values by zeros, so the head's variables get
+    no meta-gradient and keep values that are never used. Without it, first-order
     MAML's head grows confident and wrong before adaptation, and the inner steps spend
     themselves undoing it (measured in benchmarks/RESULTS.md).
 
@@ -60,7 +65,8 @@ class MAML(MetaLearner):
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
-        ValueError: If `inner_learning_rate` is not positive, a step count is negative or
+        ValueError: If `inner_learning_rate` is not a finite positive number, a step count is
+            negative or
             not an integer, `model` has no trainable weights, or `zeroing_trick` is set and
             the last layer of `model` is not a Dense layer (checked once `model` is built).
 
@@ -95,17 +101,14 @@ class MAML(MetaLearner):
         zeroing_trick: bool = False,
         **kwargs,
     ):
-        if not inner_learning_rate > 0:
-            raise ValueError(
-                f"`inner_learning_rate` must be positive; received {inner_learning_rate!r}."
-            )
+        inner_learning_rate = check_positive("inner_learning_rate", inner_learning_rate)
         check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             check_steps("eval_inner_steps", eval_inner_steps)
         check_steps("multi_step_loss_steps", multi_step_loss_steps)
         check_steps("first_order_steps", first_order_steps)
         super().__init__(model, inner_loss=inner_loss, **kwargs)
-        self.inner_learning_rate = float(inner_learning_rate)
+        self.inner_learning_rate = inner_learning_rate
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
@@ -115,7 +118,7 @@ class MAML(MetaLearner):
         self.zeroing_trick = bool(zeroing_trick)
         self.step_learning_rates_variables = []
         if model.built:
-            self.head_variables()
+            self._head_variables()
 
     def build(self, input_shape):
         """Builds the wrapped model and, with `per_step_learning_rates`, the rates."""
@@ -132,109 +135,121 @@ class MAML(MetaLearner):
                 for index in self.adapted_indices()
             ]
 
-    def adapt_weights(
-        self,
-        trainable_values,
-        non_trainable_values,
-        support_x,
-        support_y,
-        steps=None,
-        training=False,
-    ):
-        """Gradient descent on the support loss, differentiable unless first order.
+    def update_rule(self) -> rules.UpdateRule:
+        """The inner update rule, for the weights at `adapted_indices()`."""
+        if self.per_step_learning_rates:
+            return rules.PerStepGradientDescent(self.step_learning_rates_variables)
+        return rules.GradientDescent(self.inner_learning_rate)
 
-        See `MetaLearner.adapt_weights` for the arguments.
+    def adapted_indices(self) -> list[int]:
+        """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
+
+        MAML adapts all of them; ANIL adapts the head.
         """
-        steps = resolve_steps(steps, training, self.inner_steps, self.eval_inner_steps)
-        path = self.adaptation_path(
-            trainable_values, non_trainable_values, support_x, support_y, steps, training
-        )
-        return path[-1] if path else list(trainable_values)
+        return list(range(len(self.model.trainable_variables)))
 
-    def adaptation_path(
-        self, trainable_values, non_trainable_values, support_x, support_y, steps, training
-    ) -> list[list[tf.Tensor]]:
-        """The fast weights after each of `steps` inner steps.
+    def adapt_task(self, task, steps=None, training=False):
+        """Gradient descent on the support loss, differentiable unless first order.
 
         The inner gradients are stopped when evaluating, with `first_order`, and, with
         `first_order_steps`, while the optimizer has taken fewer steps than that.
 
         Returns:
-            A list of `steps` weight lists (empty for 0 steps).
+            The adapted fast weights; in training under the multi-step loss, a dict with
+            the fast weights after each step (`"path"`) and the queries' network inputs.
         """
+        steps = resolve_steps(steps, training, self.inner_steps, self.eval_inner_steps)
+        weights = self._zero_head(task.weights, self.model.trainable_variables)
+        network, start, non_trainable_start, body = self._inner_network()
+        inputs = _network_inputs(body, weights[:start], task, task.support_x)
+        indices = self.adapted_indices()
 
-        def descend(stop_inner_gradients):
-            indices = self.adapted_indices()
-            network, start, non_trainable_start, inputs = self.inner_network(
-                trainable_values, non_trainable_values, support_x
+        def gradients(current, step):
+            del step
+            return adaptation.loss_and_gradients(
+                network,
+                self.support_loss,
+                current[start:],
+                task.non_trainable_weights[non_trainable_start:],
+                inputs,
+                task.support_y,
+                [index - start for index in indices],
+            )[1]
+
+        def descend(first_order):
+            return adaptation.inner_loop(
+                self.update_rule(),
+                weights,
+                gradients,
+                steps,
+                indices=indices,
+                first_order=first_order,
+                checkpointed=self.gradient_checkpointing,
             )
 
-            def inner_step(*arguments):
-                weights = list(arguments[: len(trainable_values)])
-                rates = arguments[len(trainable_values) :] or [self.inner_learning_rate]
-                _, gradients = adaptation.loss_and_gradients(
-                    network,
-                    self.support_loss,
-                    weights[start:],
-                    non_trainable_values[non_trainable_start:],
-                    inputs,
-                    support_y,
-                    [index - start for index in indices],
-                )
-                if stop_inner_gradients:
-                    gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-                updated = adaptation.gradient_descent_step(
-                    [weights[index] for index in indices],
-                    gradients,
-                    rates[0] if len(rates) == 1 else list(rates),
-                )
-                for index, weight in zip(indices, updated, strict=True):
-                    weights[index] = weight
-                return weights
-
-            if self.gradient_checkpointing:
-                inner_step = recompute(inner_step)
-            weights, path = list(trainable_values), []
-            for step in range(steps):
-                # Learned rates enter as arguments, so that a recomputed step passes on
-                # their gradients (read from variables inside it, they would lose them).
-                rates = self.step_learning_rates(step)
-                learned = [] if isinstance(rates, float) else tf.nest.flatten(rates)
-                weights = list(inner_step(*weights, *learned))
-                path.append(weights)
-            return path
-
         if self.first_order or not training:
-            return descend(True)
-        if not (self.first_order_steps and steps and self.optimizer is not None):
-            return descend(False)
-        return tf.cond(
-            self.optimizer.iterations < self.first_order_steps,
-            lambda: descend(True),
-            lambda: descend(False),
+            path = descend(True)
+        elif not (self.first_order_steps and steps and self.optimizer is not None):
+            path = descend(False)
+        else:
+            path = tf.cond(
+                self.optimizer.iterations < self.first_order_steps,
+                lambda: descend(True),
+                lambda: descend(False),
+            )
+        if training and self._multi_step_loss():
+            return {
+                "path": path,
+                "queries": _network_inputs(body, weights[:start], task, task.query_x),
+            }
+        return path[-1] if path else weights
+
+    def predict_queries(self, task, adapted, training=False):
+        """The queries' predictions with the adapted weights (after the last inner step)."""
+        if not isinstance(adapted, dict):
+            return super().predict_queries(task, adapted, training)
+        return self._step_predictions(task, adapted, adapted["path"][-1])
+
+    def task_loss(self, task, adapted, predictions, query_y, sample_weight=None):
+        """The query loss; under the multi-step loss, its annealed sum over inner steps."""
+        if not isinstance(adapted, dict):
+            return super().task_loss(task, adapted, predictions, query_y, sample_weight)
+        losses = [
+            super(MAML, self).task_loss(
+                task,
+                adapted,
+                self._step_predictions(task, adapted, weights),
+                query_y,
+                sample_weight,
+            )
+            for weights in adapted["path"][:-1]
+        ]
+        losses.append(super().task_loss(task, adapted, predictions, query_y, sample_weight))
+        return tf.reduce_sum(self.multi_step_loss_weights() * tf.stack(losses))
+
+    def _step_predictions(self, task, adapted, weights):
+        """The predictions of the queries' network inputs under the multi-step loss."""
+        network, start, non_trainable_start, _ = self._inner_network()
+        return adaptation.at_least_float32(
+            adaptation.predictions(
+                network,
+                weights[start:],
+                task.non_trainable_weights[non_trainable_start:],
+                adapted["queries"],
+            )
         )
 
-    def inner_network(self, trainable_values, non_trainable_values, inputs):
-        """What runs between the fast weights and a task's predictions, and on what.
-
-        The inner steps differentiate it on the support inputs; the multi-step loss runs it
-        on the query inputs after every inner step. MAML returns the whole model and the
-        inputs. ANIL, whose body is fixed in the inner loop, runs the body once on the
-        inputs and returns the head and the features.
-
-        Args:
-            trainable_values: The fast weights before adaptation.
-            non_trainable_values: Values of the non-trainable variables of `.model`.
-            inputs: Support or query inputs of one task.
+    def _inner_network(self):
+        """What runs between the fast weights and the predictions in the inner loop.
 
         Returns:
-            `(network, start, non_trainable_start, network_inputs)`: `network` reads the
-            fast weights from position `start` of `trainable_values` on and the
-            non-trainable values from position `non_trainable_start` on, and maps
-            `network_inputs` to the predictions for `inputs`.
+            `(network, start, non_trainable_start, body)`: `network` reads the fast weights
+            from position `start` on and the non-trainable values from position
+            `non_trainable_start` on, and maps the body's outputs (or, if `body` is None,
+            the inputs) to predictions. MAML returns the whole model and no body; ANIL
+            returns its head and body, so that the body runs once per task.
         """
-        del trainable_values, non_trainable_values
-        return self.model, 0, 0, inputs
+        return self.model, 0, 0, None
 
     def multi_step_loss_weights(self) -> tf.Tensor:
         """Weights of the query losses after each inner step (MAML++'s annealing).
@@ -254,52 +269,11 @@ class MAML(MetaLearner):
         earlier = tf.fill([steps - 1], tf.maximum(1.0 / steps - progress / steps, floor))
         return tf.concat([earlier, [1.0 - tf.reduce_sum(earlier)]], axis=0)
 
-    def multi_step_loss(self) -> bool:
+    def _multi_step_loss(self) -> bool:
         """Whether the outer loss is MAML++'s multi-step loss (more than one inner step)."""
         return bool(self.multi_step_loss_steps and self.inner_steps > 1)
 
-    def training_task(self, trainable_values, non_trainable_values, support_x, support_y, query_x):
-        """The adapted query predictions; with the multi-step loss, after every inner step."""
-        if not self.multi_step_loss():
-            return super().training_task(
-                trainable_values, non_trainable_values, support_x, support_y, query_x
-            )
-        path = self.adaptation_path(
-            trainable_values, non_trainable_values, support_x, support_y, self.inner_steps, True
-        )
-        network, start, non_trainable_start, inputs = self.inner_network(
-            trainable_values, non_trainable_values, query_x
-        )
-        return tf.stack(
-            [
-                adaptation.predictions(
-                    network, weights[start:], non_trainable_values[non_trainable_start:], inputs
-                )
-                for weights in path
-            ]
-        )
-
-    def training_output_spec(self, query_spec):
-        """One task's query spec, with an inner-step axis under the multi-step loss."""
-        if not self.multi_step_loss():
-            return query_spec
-        return tf.TensorSpec((self.inner_steps, *query_spec.shape), query_spec.dtype)
-
-    def training_loss(self, y, outputs, sample_weight):
-        """The query loss; under the multi-step loss, its annealed sum over inner steps."""
-        if not self.multi_step_loss():
-            return super().training_loss(y, outputs, sample_weight)
-        losses = [
-            super(MAML, self).training_loss(y, outputs[:, step], sample_weight)
-            for step in range(self.inner_steps)
-        ]
-        return tf.reduce_sum(self.multi_step_loss_weights() * tf.stack(losses))
-
-    def final_predictions(self, outputs):
-        """The predictions after the last inner step."""
-        return outputs[:, -1] if self.multi_step_loss() else outputs
-
-    def head_variables(self) -> list:
+    def _head_variables(self) -> list:
         """The variables `zeroing_trick` replaces by zeros: the last layer's, or none.
 
         Raises:
@@ -315,49 +289,15 @@ class MAML(MetaLearner):
             )
         return list(head.trainable_variables)
 
-    def weight_values(self):
-        """The values of `.model`'s variables, with the head's as zeros under `zeroing_trick`."""
-        trainable_values, non_trainable_values = super().weight_values()
-        trainable_values = self.zero_head(trainable_values, self.model.trainable_variables)
-        return trainable_values, non_trainable_values
-
-    def apply_meta_gradients(self, gradients):
-        """Updates the weights; under `zeroing_trick`, the head's gradients are zeros.
-
-        See `MetaLearner.apply_meta_gradients` for the arguments.
-        """
-        super().apply_meta_gradients(self.zero_head(gradients, self.trainable_variables))
-
-    def zero_head(self, tensors, variables) -> list:
-        """`tensors`, one per entry of `variables`, with zeros for `head_variables()`'s."""
-        head = self.head_variables()
+    def _zero_head(self, tensors, variables) -> list:
+        """`tensors`, one per entry of `variables`, with zeros for `_head_variables()`'s."""
+        head = self._head_variables()
         return [
             tf.zeros(variable.shape, variable.dtype)
             if any(variable is weight for weight in head)
             else tensor
             for tensor, variable in zip(tensors, variables, strict=True)
         ]
-
-    def adapted_indices(self) -> list[int]:
-        """Positions in `.model.trainable_variables` of the weights the inner loop adapts.
-
-        MAML adapts all of them; subclasses may adapt fewer (ANIL adapts the head).
-        """
-        return list(range(len(self.model.trainable_variables)))
-
-    def step_learning_rates(self, step: int):
-        """The inner learning rate(s) of inner step `step` for the adapted weights.
-
-        Args:
-            step: The inner step, from 0.
-
-        Returns:
-            A scalar for all adapted weights, or one tensor per adapted weight.
-        """
-        if not self.per_step_learning_rates:
-            return self.inner_learning_rate
-        column = min(step, max(self.inner_steps, 1) - 1)
-        return [rates.value[column] for rates in self.step_learning_rates_variables]
 
     def get_config(self):
         """The learner's configuration, including its hyperparameters."""
@@ -372,6 +312,15 @@ class MAML(MetaLearner):
             "first_order_steps": self.first_order_steps,
             "zeroing_trick": self.zeroing_trick,
         }
+
+
+def _network_inputs(body, body_weights, task, inputs):
+    """`inputs`, or the body's outputs for them when the inner network has a body."""
+    if body is None:
+        return inputs
+    return adaptation.predictions(
+        body, body_weights, task.non_trainable_weights[: len(body.non_trainable_variables)], inputs
+    )
 
 
 def resolve_steps(steps, training: bool, inner_steps: int, eval_inner_steps: int | None) -> int:

@@ -1,149 +1,76 @@
 """The base class of every meta-learner: a `keras.Model` over episode batches."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta import adaptation
+from tf_meta import adaptation, episode
+from tf_meta.algorithms.task import Task
 from tf_meta.multi_worker_fit import MultiWorkerFit
-
-EPISODE_KEYS = ("support_x", "support_y", "query_x")
-EPISODE_FORMAT = (
-    "An episode batch is the pair (x, y) with x = {'support_x': [tasks, shots, *features], "
-    "'support_y': [tasks, shots, *targets], 'query_x': [tasks, queries, *features]} and "
-    "y = query_y: [tasks, queries, *targets]."
-)
-
-
-def _shape(value) -> tf.TensorShape:
-    return tf.TensorShape(getattr(value, "shape", np.shape(value)))
-
-
-def _dtype(value) -> tf.DType | None:
-    """The TensorFlow dtype of a tensor or array, or None for one TensorFlow has no number for."""
-    try:
-        return tf.as_dtype(getattr(value, "dtype", None) or np.asarray(value).dtype)
-    except TypeError:
-        return None
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{message} {EPISODE_FORMAT}")
-
-
-def validate_episode(inputs, targets=None) -> None:
-    """Checks that `(inputs, targets)` is an episode batch with consistent shapes.
-
-    Dimensions unknown at trace time (the task axis under a distribution strategy) are
-    skipped; every known dimension must match exactly, so nothing is broadcast silently.
-
-    Args:
-        inputs: The `x` of an episode batch: a dict with the keys of `EPISODE_KEYS`.
-        targets: The `y` of an episode batch (`query_y`), or None when there is none.
-
-    Raises:
-        ValueError: Naming the key and the shapes received and expected, if `inputs` is not
-            a dict, a key is missing or unknown, a rank is too low, or two shapes that must
-            agree do not.
-    """
-    _require(
-        isinstance(inputs, Mapping),
-        f"Expected an episode batch, received x of type {type(inputs).__name__} with shape "
-        f"{_shape(inputs)}.",
-    )
-    missing = [key for key in EPISODE_KEYS if key not in inputs]
-    unexpected = sorted(key for key in inputs if key not in EPISODE_KEYS)
-    hint = " Pass query_y as the target y, not inside x." if "query_y" in unexpected else ""
-    _require(
-        not missing and not unexpected,
-        f"Episode keys missing: {missing}, unexpected: {unexpected}; received keys "
-        f"{sorted(inputs)}, expected {list(EPISODE_KEYS)}.{hint}",
-    )
-    shapes = {key: _shape(inputs[key]) for key in EPISODE_KEYS}
-    if targets is not None:
-        shapes["query_y"] = _shape(targets)
-    minimum_ranks = {"support_x": 3, "support_y": 2, "query_x": 3, "query_y": 2}
-    for key, shape in shapes.items():
-        _require(
-            shape.rank is not None and shape.rank >= minimum_ranks[key],
-            f"'{key}' must have rank >= {minimum_ranks[key]} ([tasks, examples, ...]); "
-            f"received shape {shape}.",
-        )
-
-    def agree(key, dims, other, other_dims, what):
-        received = shapes[key][dims[0] : dims[1]]
-        expected = shapes[other][other_dims[0] : other_dims[1]]
-        _require(
-            received.rank == expected.rank and received.is_compatible_with(expected),
-            f"'{key}' has {what} {received} but '{other}' has {expected} "
-            f"('{key}' shape {shapes[key]}, '{other}' shape {shapes[other]}).",
-        )
-
-    values = {**{key: inputs[key] for key in EPISODE_KEYS}, "query_y": targets}
-    for key in shapes:
-        dtype = _dtype(values[key])
-        if dtype is None or not (dtype.is_floating or dtype.is_integer):
-            name = dtype.name if dtype is not None else np.asarray(values[key]).dtype
-            _require(
-                False,
-                f"'{key}' must hold numbers (floating point or integers); received dtype {name}.",
-            )
-    for key, shape in shapes.items():
-        # No task is fine (a replica's share of a last, partial batch); no example is not.
-        _require(
-            0 not in shape.as_list()[1:],
-            f"'{key}' has an empty axis: shape {shape}. Every task needs at least one "
-            "support and one query example, and features and targets need a size.",
-        )
-    for key in shapes:
-        if key != "support_x":
-            agree(key, (0, 1), "support_x", (0, 1), "task axis")
-    agree("support_y", (1, 2), "support_x", (1, 2), "examples")
-    agree("query_x", (2, None), "support_x", (2, None), "feature shape")
-    if targets is not None:
-        agree("query_y", (1, 2), "query_x", (1, 2), "examples")
-        agree("query_y", (2, None), "support_y", (2, None), "target shape")
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
 class MetaLearner(MultiWorkerFit):
     """A meta-learner: a Keras model that adapts a wrapped network to each task.
 
-    Calling the learner on an episode batch `x` adapts to each task's support set and
-    returns the query predictions `[tasks, queries, ...]`, so `fit`, `evaluate` and
-    `predict` work on episode batches (see `EPISODE_FORMAT`) and `compile(loss=...,
-    metrics=[...])` applies to `(query_y, query_predictions)`. The compiled loss is the
-    outer (query) loss and, unless `inner_loss` is given, also the inner (support) loss.
+    Calling the learner on an episode batch `x` (`tf_meta.episode`) adapts to each task's
+    support set and returns the query predictions `[tasks, queries, ...]`, so `fit`,
+    `evaluate` and `predict` work on episode batches and `compile(loss=..., metrics=[...])`
+    applies to `(query_y, query_predictions)`. The compiled loss is the outer (query) loss
+    and, unless `inner_loss` is given, also the inner (support) loss.
 
-    Tasks of a meta-batch are adapted one after another inside the graph (`tf.map_fn`);
-    the task axis may be unknown at trace time, as it is per replica under a
-    `tf.distribute` strategy. A meta-training step differentiates each task inside that
-    loop (`meta_gradients_by_task`), so only the tasks in flight hold activations. The
-    inner loss is averaged per task without the `1 / num_replicas` scaling that Keras
-    applies to the outer loss, so a step under a strategy equals the same step on one
-    device.
+    **The contract.** A learner is four hooks on one task (a `Task`: the initial fast
+    weights, the support set and the query inputs); everything else (the task loop,
+    distribution, the update, saving, serving) is this class's:
+
+    1. `adapt_task(task, steps, training)` returns the task's adapted state: fast weights
+       for a gradient-based learner (run `tf_meta.adaptation.inner_loop` with an update
+       rule from `tf_meta.rules`; never write an inner loop), prototypes for a metric one.
+    2. `predict_queries(task, adapted, training)` predicts the task's queries from it. The
+       default runs the network on fast weights.
+    3. `task_loss(task, adapted, predictions, query_y, sample_weight)` is the task's outer
+       loss. The default is the compiled loss of the predictions.
+    4. `meta_gradient(task, adapted, loss, tape)` is the task's contribution to the update
+       of the initial weights and learned variables. The default differentiates `loss`
+       with `tape`, which watched `task.weights` and `task.learned` from before adaptation
+       (MAML). Reptile returns a weight difference; iMAML an implicit gradient.
+
+    Only `adapt_task` is required. The network runs on fast weights in a
+    `keras.StatelessScope` (the mechanism of `stateless_call`): inside the hooks, reading
+    a variable of the network or of the learner yields the task's value of it, and the
+    wrapped model's variables never change in the inner loop. Gradient-based learners run
+    the network in training mode (`tf_meta.adaptation.predictions`): batch normalization
+    uses the statistics of the batch it sees (transductive, as in MAML) and its moving
+    statistics are never updated. A metric learner (`metric_based = True`) receives
+    one-hot support labels over the batch's ways; whatever its network assigns to its
+    non-trainable variables in a training step (moving statistics) is averaged over the
+    tasks of the global batch and assigned after the step.
+
+    **A training step** runs the hooks for each task under a tape inside the task loop
+    (`tf.map_fn`), so only the task in flight holds activations, and applies the mean of
+    the tasks' meta-gradients over the tasks of the global batch, once every gradient
+    exists: a batch that fails a run-time check changes nothing, not even the optimizer's
+    step counter. A meta-batch with no task at all fails the step with an
+    `InvalidArgumentError` and changes nothing; under a distribution strategy a replica
+    may receive no task (a last, partial batch), and the step equals the single-device step
+    on the tasks that exist. With a loss that does not average over its batch, losses added
+    by layers, or `vectorize_tasks`, the default `meta_gradient` is taken once, from
+    outside the task loop, of the whole batch's loss.
 
     Two options change speed and memory, not the result:
     - `vectorize_tasks` adapts the tasks together (`tf.vectorized_map`, which falls back to
-      a loop for ops it cannot vectorize) and differentiates the whole meta-batch at once.
-      It is a large gain for small networks and a loss for convolutions, whose filter
-      gradients TensorFlow does not vectorize; under `jit_compile` it needs every op
-      vectorizable (README: "Speed and memory options").
-    - `gradient_checkpointing` makes the meta-gradient recompute each inner step instead
-      of storing its activations (`tf_meta.checkpointing.recompute`; MAML and the learners
-      built on it): memory no longer grows with the activations of every inner step, for
-      the cost of a second pass through each.
-    The prototypical network has no inner steps to checkpoint and Reptile never
-    differentiates through adaptation: both refuse `gradient_checkpointing`.
+      a loop for ops it cannot vectorize). It is a large gain for small networks and a
+      loss for convolutions, whose filter gradients TensorFlow does not vectorize; under
+      `jit_compile` it needs every op vectorizable (README: "Speed and memory options").
+    - `gradient_checkpointing` recomputes each inner step for the meta-gradient instead of
+      storing its activations (`tf_meta.adaptation.inner_loop`).
 
-    Subclasses implement `adapt_weights`, the inner loop on fast weights. Adaptation runs
-    the network on fast weights in a `keras.StatelessScope` (the mechanism of
-    `stateless_call`), in training mode: the wrapped model's variables never change, and
-    batch normalization uses the statistics of the batch it sees during adaptation and
-    query prediction (transductive, as in MAML); its moving statistics are never updated.
+    Class attribute:
+        metric_based: True for a learner whose network maps examples to embeddings that
+            adaptation compares (prototypical networks): its support labels reach the
+            hooks one-hot over the batch's ways, and serving adds an `embed` endpoint.
 
     Args:
         model: The network to meta-learn: any built or unbuilt Keras model (Sequential,
@@ -159,7 +86,24 @@ class MetaLearner(MultiWorkerFit):
     Raises:
         ValueError: If `model` is not a Keras model, or is built and has no trainable
             weights.
+
+    Example:
+        A new gradient-based learner is a few lines (see `MAML` and `Reptile`):
+
+        ```python
+        class OneStep(tf_meta.MetaLearner):
+            def adapt_task(self, task, steps=None, training=False):
+                def gradients(weights, step):
+                    return tf_meta.adaptation.loss_and_gradients(
+                        self.model, self.support_loss, weights, task.non_trainable_weights,
+                        task.support_x, task.support_y)[1]
+                path = tf_meta.adaptation.inner_loop(
+                    tf_meta.rules.GradientDescent(0.1), task.weights, gradients, steps=1)
+                return path[-1]
+        ```
     """
+
+    metric_based = False
 
     def __init__(
         self,
@@ -196,8 +140,8 @@ class MetaLearner(MultiWorkerFit):
             input_shape: A dict of shapes with the keys of an episode batch.
         """
         shapes = {key: tf.TensorShape(shape) for key, shape in dict(input_shape).items()}
-        validate_episode({key: keras.KerasTensor(shape) for key, shape in shapes.items()})
-        _build_network(self.model, shapes["support_x"][2:])
+        episode.validate_episode({key: keras.KerasTensor(shape) for key, shape in shapes.items()})
+        _build_network(self.model, shapes[episode.SUPPORT_X][2:])
         self._check_trainable_weights()
         self.built = True
 
@@ -215,68 +159,142 @@ class MetaLearner(MultiWorkerFit):
             )
         return adaptation.per_example_loss(identifier)
 
-    def adapt_weights(
-        self,
-        trainable_values: list[tf.Tensor],
-        non_trainable_values: list[tf.Tensor],
-        support_x: tf.Tensor,
-        support_y: tf.Tensor,
-        steps: int | None = None,
-        training: bool = False,
-    ) -> list[tf.Tensor]:
-        """The inner loop for one task: from initial to adapted fast weights.
+    @property
+    def classifies(self) -> bool:
+        """Whether targets are integer class labels: a metric learner's, or a sparse loss's.
+
+        Class labels are checked at run time: a fractional value, or a label beyond the
+        network's outputs, fails the step with an `InvalidArgumentError` naming the key.
+        """
+        if self.metric_based:
+            return True
+        loss = self.inner_loss if self.inner_loss is not None else self.loss
+        name = loss if isinstance(loss, str) else keras.saving.serialize_keras_object(loss)
+        return "sparse_categorical" in str(name).lower()
+
+    def _checked_labels(self, key: str, labels, inputs):
+        """`labels` of `key` with the run-time checks of class labels, if `classifies`.
 
         Args:
-            trainable_values: Initial fast weights, one per trainable variable of `.model`.
-            non_trainable_values: Values of the non-trainable variables of `.model`.
-            support_x: Support inputs of one task, `[shots, *features]`.
-            support_y: Support targets of one task, `[shots, *targets]`.
+            key: The episode key of `labels`.
+            labels: Class labels with a task axis.
+            inputs: The inputs they label, with a task axis (for the network's outputs).
+        """
+        if not self.classifies:
+            return labels
+        classes = None
+        if not self.metric_based:
+            _build_network(self.model, inputs.shape[2:], inputs.dtype)
+            classes = self._query_output_spec(inputs).shape[-1]
+        return episode.checked_class_labels(key, labels, classes)
+
+    def fit(self, x=None, y=None, *arguments, **keywords):
+        """Keras's `fit`, refusing an endless stream without `steps_per_epoch`.
+
+        The learner is built from the first batch's shapes before any callback runs, so
+        that callbacks needing a built model (Keras's `BackupAndRestore`) work.
+
+        Raises:
+            ValueError: If `x` is an infinite `tf.data.Dataset` and `steps_per_epoch` is
+                not given: one epoch would never end.
+        """
+        if isinstance(x, tf.data.Dataset):
+            if (
+                keywords.get("steps_per_epoch") is None
+                and x.cardinality() == tf.data.INFINITE_CARDINALITY
+            ):
+                raise ValueError(
+                    "`x` is an infinite episode stream and `steps_per_epoch` is None, so the "
+                    "first epoch would never end. Pass `steps_per_epoch=` (meta-steps per "
+                    "epoch), or make the stream finite (`num_tasks=`, `.take(n)`)."
+                )
+            if not self.built and isinstance(x.element_spec, tuple):
+                self.build_symbolically(x.element_spec[0])
+        elif not self.built and isinstance(x, dict) and all(key in x for key in episode.KEYS):
+            self.build_symbolically({key: tf.convert_to_tensor(x[key]) for key in episode.KEYS})
+        return super().fit(x, y, *arguments, **keywords)
+
+    # The contract: four hooks on one task.
+
+    def adapt_task(self, task: Task, steps: int | None = None, training: bool = False):
+        """Adapts to one task's support set.
+
+        Args:
+            task: The task, with its initial fast weights.
             steps: Number of inner steps; None uses the learner's default for `training`.
-            training: Whether this is a meta-training step (whose outer gradient may flow
+            training: Whether this is a meta-training step (whose meta-gradient may flow
                 through adaptation) or evaluation.
 
         Returns:
-            The adapted fast weights.
+            The adapted state: any nest of tensors (fast weights, prototypes).
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement `adapt_task`.")
 
-    def predict_task(
-        self,
-        weights: list[tf.Tensor],
-        non_trainable_values: list[tf.Tensor],
-        support_x: tf.Tensor,
-        query_x: tf.Tensor,
-    ) -> tf.Tensor:
-        """Predicts one task's queries with its adapted weights, all queries as one batch.
+    def predict_queries(self, task: Task, adapted, training: bool = False) -> tf.Tensor:
+        """Predicts one task's queries from its adapted state, all queries as one batch.
+
+        The default runs the network on the adapted fast weights, in training mode.
 
         Args:
-            weights: The adapted fast weights.
-            non_trainable_values: Values of the non-trainable variables of `.model`.
-            support_x: Support inputs of the task (unused here; a non-transductive
-                learner predicts each query beside them).
-            query_x: Query inputs of the task.
+            task: The task.
+            adapted: What `adapt_task` returned.
+            training: Whether this is a meta-training step.
 
         Returns:
-            Query predictions.
+            Query predictions `[queries, *outputs]`.
         """
-        del support_x
-        return adaptation.predictions(self.model, weights, non_trainable_values, query_x)
+        del training
+        return adaptation.predictions(self.model, adapted, task.non_trainable_weights, task.query_x)
 
-    def weight_values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
-        """The current values of `.model`'s trainable and non-trainable variables."""
-        return (
-            [tf.convert_to_tensor(variable.value) for variable in self.model.trainable_variables],
-            [
-                tf.convert_to_tensor(variable.value)
-                for variable in self.model.non_trainable_variables
-            ],
+    def task_loss(self, task: Task, adapted, predictions, query_y, sample_weight=None):
+        """The outer loss of one task.
+
+        The default is the compiled loss of `predictions` (the one `compute_loss` gives).
+
+        Args:
+            task: The task.
+            adapted: What `adapt_task` returned.
+            predictions: What `predict_queries` returned.
+            query_y: The task's query targets `[queries, *targets]`.
+            sample_weight: The queries' weights `[queries]`, or None.
+
+        Returns:
+            A scalar.
+        """
+        del task, adapted
+        return self.compute_loss(
+            y=query_y[None],
+            y_pred=predictions[None],
+            sample_weight=None if sample_weight is None else sample_weight[None],
+            training=True,
         )
+
+    def meta_gradient(self, task: Task, adapted, loss, tape: tf.GradientTape) -> list:
+        """One task's meta-gradient: its contribution to the outer update.
+
+        The default is the gradient of `loss` with respect to the initial fast weights and
+        the learned variables, through adaptation.
+
+        Args:
+            task: The task; `tape` watched `task.weights` and `task.learned`.
+            adapted: What `adapt_task` returned.
+            loss: The task's outer loss (as the optimizer scales it for mixed precision),
+                computed under `tape`.
+            tape: The tape that recorded adaptation, prediction and the loss.
+
+        Returns:
+            One gradient (or None) per entry of `task.weights + task.learned`.
+        """
+        del adapted
+        return tape.gradient(loss, task.weights + task.learned)
+
+    # Keras's entry points and the public API.
 
     def call(self, inputs, training=False):
         """Adapts to each task's support set and predicts its queries.
 
         Args:
-            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+            inputs: An episode batch `x` (see `tf_meta.episode`).
             training: Whether this is a meta-training step.
 
         Returns:
@@ -288,7 +306,7 @@ class MetaLearner(MultiWorkerFit):
         """Adapts to each task's support set with `steps` inner steps and predicts queries.
 
         Args:
-            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
+            inputs: An episode batch `x` (see `tf_meta.episode`).
             steps: Number of inner steps; None uses the learner's default.
             training: Whether this is a meta-training step.
 
@@ -300,305 +318,67 @@ class MetaLearner(MultiWorkerFit):
             ValueError: If `inputs` is not a valid episode batch.
         """
 
-        def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
-            weights = self.adapt_weights(
-                trainable_values,
-                non_trainable_values,
-                support_x,
-                support_y,
-                steps=steps,
-                training=training,
-            )
-            return self.predict_task(weights, non_trainable_values, support_x, query_x)
+        def one_task(task, extra):
+            del extra
+            adapted = self.adapt_task(task, steps=steps, training=training)
+            return adaptation.at_least_float32(self.predict_queries(task, adapted, training))
 
-        return self.map_tasks(inputs, one_task, lambda query_spec: query_spec)
+        tasks = self._tasks(inputs)
+        return self._map(tasks, (), one_task, self._query_output_spec(tasks[1][2]))[0]
 
-    def map_tasks(self, inputs, function, output_signature):
-        """Runs `function` on every task of an episode batch, inside the graph.
-
-        Args:
-            inputs: An episode batch `x` (see `EPISODE_FORMAT`).
-            function: `function(trainable_values, non_trainable_values, support_x,
-                support_y, query_x)` for one task, given the current values of `.model`'s
-                variables (read once for the whole batch).
-            output_signature: A function from the spec of one task's query predictions to
-                the (nested) spec of `function`'s result.
-
-        Returns:
-            The results of `function`, stacked over tasks.
-
-        Raises:
-            ValueError: If `inputs` is not a valid episode batch.
-        """
-        (support_x, support_y, query_x), values, non_trainable_values, own = self.task_arguments(
-            inputs
+    def train_step(self, data):
+        """One meta-training step on a checked episode batch (see the class docstring)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+            episode.checked_labelled_episode(data)
         )
-        count = len(self.model.trainable_variables)
-
-        def one_task(*arguments):
-            mapping = list(zip(own, arguments[count : len(values)], strict=True))
-            with keras.StatelessScope(state_mapping=mapping):
-                return function(
-                    list(arguments[:count]), non_trainable_values, *arguments[len(values) :]
-                )
-
-        tasks = (support_x, support_y, query_x)
-        if self.vectorize_tasks:
-            return tf.vectorized_map(
-                lambda task: one_task(*values, *task), tasks, fallback_to_while_loop=True
-            )
-        return tf.map_fn(
-            lambda task: one_task(*values, *task),
-            tasks,
-            fn_output_signature=output_signature(self.query_output_spec(query_x)),
+        with tf.control_dependencies([self._has_tasks(y)]):
+            y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
+        self.build_symbolically(x)
+        averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
+        by_task = type(self).meta_gradient is not MetaLearner.meta_gradient or (
+            averaged and not (self.vectorize_tasks or self.losses)
         )
+        if by_task:
+            loss, predictions, gradients = self._by_task_step(x, y, sample_weight)
+            summed = True
+        else:
+            loss, predictions, gradients, summed = self._whole_batch_step(x, y, sample_weight)
+        # The update waits for the loss too: bad query targets fail the step before anything
+        # changes, also for a learner whose meta-gradient does not depend on them (Reptile).
+        self._apply(gradients, tf.shape(x[episode.SUPPORT_X])[0], summed, [loss])
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=tf.shape(x[episode.SUPPORT_X])[0])
+        return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 
-    def own_variables(self) -> list:
-        """The learner's trainable variables outside `.model` (learned inner learning rates).
+    def test_step(self, data):
+        """One evaluation step: post-adaptation query loss and metrics.
 
-        They are read once per meta-batch and enter each task as arguments, as the network's
-        weights do: a task function then reads no variable inside the task loop.
+        A meta-batch with no task fails it, as it fails a training step.
         """
-        return [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
-
-    def task_arguments(self, inputs):
-        """What every task of a batch receives, read once for the whole batch.
-
-        Returns:
-            The episode tensors `(support_x, support_y, query_x)`; the values of `.model`'s
-            trainable variables followed by those of `own_variables()`; the values of
-            `.model`'s non-trainable variables; and `own_variables()`.
-        """
-        tensors = episode_tensors(inputs)
-        trainable_values, non_trainable_values = self.weight_values()
-        own = self.own_variables()
-        values = trainable_values + [tf.convert_to_tensor(variable.value) for variable in own]
-        return tensors, values, non_trainable_values, own
-
-    def training_task(self, trainable_values, non_trainable_values, support_x, support_y, query_x):
-        """One task's outputs in a meta-training step: its adapted query predictions.
-
-        MAML's multi-step loss overrides this (and `training_output_spec`, `training_loss`
-        and `final_predictions`) to return the predictions after every inner step.
-
-        Args:
-            trainable_values: Initial fast weights, one per trainable variable of `.model`.
-            non_trainable_values: Values of the non-trainable variables of `.model`.
-            support_x: Support inputs of one task.
-            support_y: Support targets of one task.
-            query_x: Query inputs of one task.
-        """
-        weights = self.adapt_weights(
-            trainable_values, non_trainable_values, support_x, support_y, training=True
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+            episode.checked_labelled_episode(data)
         )
-        return self.predict_task(weights, non_trainable_values, support_x, query_x)
-
-    def training_output_spec(self, query_spec: tf.TensorSpec) -> tf.TensorSpec:
-        """The spec of `training_task`'s result, given that of one task's query predictions."""
-        return query_spec
-
-    def training_loss(self, y, outputs, sample_weight) -> tf.Tensor:
-        """The outer loss of `training_task`'s outputs stacked over tasks (`compute_loss`)."""
-        return self.compute_loss(y=y, y_pred=outputs, sample_weight=sample_weight, training=True)
-
-    def final_predictions(self, outputs) -> tf.Tensor:
-        """The query predictions `[tasks, queries, ...]` within stacked training outputs."""
-        return outputs
-
-    def update_training_state(self, outputs) -> None:
-        """Assigns the state that a training step's outputs carry.
-
-        A learner adapting fast weights carries none; the prototypical network carries its
-        encoder's moving statistics.
-
-        Args:
-            outputs: `training_task`'s outputs, stacked over tasks.
-        """
-        del outputs
-
-    def training_outputs(self, inputs):
-        """`training_task`'s outputs for every task of an episode batch, stacked."""
-        return self.map_tasks(inputs, self.training_task, self.training_output_spec)
-
-    def meta_gradients_by_task(self, x, y, sample_weight):
-        """The loss, outputs and meta-gradient of a batch, each task differentiated in turn.
-
-        A Keras loss with its default reduction averages over the examples of the batch, and
-        every task has as many queries, so the batch's loss is the mean of its tasks' losses
-        and its meta-gradient the mean of theirs (other reductions take the step from
-        outside the loop). Each task's gradient is taken inside the task loop, by a tape
-        around that task alone: its activations are freed before the next task, and its
-        forward and backward passes lie in one graph function, where TensorFlow's oneDNN
-        rewrite applies to every gradient kernel (differentiating the whole `tf.map_fn`
-        from outside leaves max pooling's gradient on a kernel ten times slower; README:
-        "Speed and memory options").
-
-        Args:
-            x: An episode batch `x`.
-            y: Query targets `[tasks, queries, ...]`.
-            sample_weight: Query weights `[tasks, queries]`, or None.
-
-        Returns:
-            `(loss, outputs, gradients)`: the batch's loss as `compute_loss` returns it,
-            `training_task`'s outputs stacked over tasks, and one gradient (or None) per
-            entry of `trainable_variables`.
-        """
-        (support_x, support_y, query_x), values, non_trainable_values, own = self.task_arguments(x)
-        count = len(self.model.trainable_variables)
-        tasks = (support_x, support_y, query_x, y)
-        if sample_weight is not None:
-            tasks += (sample_weight,)
-        unconnected = set()  # positions of `values` that no task's loss depends on
-
-        def one_task(task):
-            # Copies made inside the loop: a tape there cannot see the loop's captures.
-            inside = [tf.identity(value) for value in values]
-            with tf.GradientTape() as tape:
-                tape.watch(inside)
-                with keras.StatelessScope(
-                    state_mapping=list(zip(own, inside[count:], strict=True))
-                ):
-                    outputs = self.training_task(inside[:count], non_trainable_values, *task[:3])
-                weight = task[4][None] if sample_weight is not None else None
-                batched = tf.nest.map_structure(lambda output: output[None], outputs)
-                loss = self.training_loss(task[3][None], batched, weight)
-                scaled = self.optimizer.scale_loss(loss)
-            loss = tf.cast(loss, tf.float32)
-            gradients = tape.gradient(scaled, inside)
-            unconnected.update(i for i, gradient in enumerate(gradients) if gradient is None)
-            gradients = [
-                tf.zeros_like(value) if gradient is None else gradient
-                for value, gradient in zip(inside, gradients, strict=True)
-            ]
-            return loss, outputs, gradients
-
-        query_spec = self.query_output_spec(query_x)
-        losses, outputs, gradients = tf.map_fn(
-            one_task,
-            tasks,
-            fn_output_signature=(
-                tf.TensorSpec([], tf.float32),
-                self.training_output_spec(query_spec),
-                [tf.TensorSpec(value.shape, value.dtype) for value in values],
-            ),
-        )
-        task_count = tf.shape(support_x)[0]
-        means = [
-            None
-            if i in unconnected
-            else tf.reduce_sum(gradient, 0) / tf.cast(task_count, gradient.dtype)
-            for i, gradient in enumerate(gradients)
-        ]
-        by_variable = {
-            id(v): g for v, g in zip(self.model.trainable_variables + own, means, strict=True)
-        }
-        return (
-            tf.reduce_sum(losses) / tf.cast(task_count, tf.float32),
-            outputs,
-            [by_variable.get(id(variable)) for variable in self.trainable_variables],
-        )
-
-    def query_output_spec(self, query_x: tf.Tensor) -> tf.TensorSpec:
-        """The spec of one task's query predictions, float32 for half-precision models.
-
-        Args:
-            query_x: Query inputs with a task axis, `[tasks, queries, *features]`.
-        """
-        output = self.model.compute_output_spec(
-            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
-        )
-        dtype = adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
-        return tf.TensorSpec(output.shape, dtype)
+        with tf.control_dependencies([self._has_tasks(y)]):
+            y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
+        return super().test_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
     def build_symbolically(self, inputs) -> None:
-        """Builds the learner the way `__call__` does, for steps that never call it.
+        """Builds the learner the way `__call__` does, from an episode batch or its spec.
 
         Args:
-            inputs: An episode batch `x`.
+            inputs: An episode batch `x`, or its `element_spec`.
         """
         if not self.built:
             self(
                 {
                     key: keras.KerasTensor(inputs[key].shape, inputs[key].dtype)
-                    for key in EPISODE_KEYS
+                    for key in episode.KEYS
                 }
             )
 
-    def track_loss(self, loss: tf.Tensor, inputs) -> None:
-        """Updates the `loss` metric from a custom step, as Keras's own step does.
-
-        Args:
-            loss: The loss as `compute_loss` returns it (scaled by `1 / replicas`).
-            inputs: The episode batch `x`, whose task count weighs the value.
-        """
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(
-                    loss * replicas, sample_weight=tf.shape(inputs[EPISODE_KEYS[0]])[0]
-                )
-
-    def train_step(self, data):
-        """One meta-training step on a checked episode batch (see `meta_train_step`).
-
-        The update depends on the checked batch through the gradients, so a batch that fails
-        the run-time checks changes nothing, not even the optimizer's step counter.
-        """
-        return self.meta_train_step(checked_labelled_episode(data))
-
-    def meta_train_step(self, data):
-        """The meta-training step proper: query loss, meta-gradient and update.
-
-        The loss is that of the adapted predictions, its gradient is taken with respect to
-        the initial weights (through adaptation). This is Keras's `train_step` except that
-        the update waits for the gradients (see `apply_meta_gradients`).
-
-        Args:
-            data: A validated episode batch `(x, query_y)`.
-
-        Returns:
-            The logs of the step.
-        """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self.build_symbolically(x)
-        averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
-        if averaged and not (self.vectorize_tasks or self.losses):
-            loss, outputs, gradients = self.meta_gradients_by_task(x, y, sample_weight)
-        else:
-            with tf.GradientTape() as tape:
-                outputs = self.training_outputs(x)
-                loss = self.training_loss(y, outputs, sample_weight)
-                scaled = self.optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled, self.trainable_variables)
-        self.apply_meta_gradients(gradients)
-        self.update_training_state(outputs)
-        self.track_loss(loss, x)
-        return self.compute_metrics(
-            x, y, self.final_predictions(outputs), sample_weight=sample_weight
-        )
-
-    def apply_meta_gradients(self, gradients: list[tf.Tensor]) -> None:
-        """Updates `trainable_variables` with the optimizer, once the gradients exist.
-
-        In Keras's own step the optimizer's step counter is incremented independently of
-        the gradients, so a step failing at run time (a label out of range) would still
-        count. Here every update waits for the gradients: a failed step changes nothing.
-
-        Args:
-            gradients: One gradient (or None) per entry of `trainable_variables`.
-        """
-        variables = self.trainable_variables
-        if not self.optimizer.built:
-            self.optimizer.build(variables)  # outside the control dependencies, to be lifted
-        with tf.control_dependencies([gradient for gradient in gradients if gradient is not None]):
-            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-
-    def test_step(self, data):
-        """One evaluation step: post-adaptation query loss and metrics."""
-        return super().test_step(checked_labelled_episode(data))
-
-    def adapt(self, support_x, support_y, steps: int | None = None) -> list[tf.Tensor]:
-        """Adapts to one task and returns its fast weights.
+    def adapt(self, support_x, support_y, steps: int | None = None):
+        """Adapts to one task and returns its adapted state (`adapt_task`'s result).
 
         Args:
             support_x: Support inputs of one task, `[shots, *features]` (no task axis).
@@ -606,22 +386,27 @@ class MetaLearner(MultiWorkerFit):
             steps: Number of inner steps; None uses the learner's evaluation default.
 
         Returns:
-            The adapted weights, one tensor per entry of `.model.trainable_variables`.
+            The adapted state: for a gradient-based learner, one tensor per entry of
+            `.model.trainable_variables`; for a prototypical network, the prototypes.
 
         Raises:
             ValueError: If the support inputs and targets disagree in their number of
-                examples.
+                examples, or are not numbers.
+            tf.errors.InvalidArgumentError: If they contain NaN or Inf.
         """
         support_x = tf.convert_to_tensor(support_x)
         support_y = tf.convert_to_tensor(support_y)
-        validate_episode(
-            {"support_x": support_x[None], "support_y": support_y[None], "query_x": support_x[None]}
-        )
+        # The support inputs stand in for the queries, which adaptation does not read.
+        batch = {
+            episode.SUPPORT_X: support_x[None],
+            episode.SUPPORT_Y: support_y[None],
+            episode.QUERY_X: support_x[None],
+        }
         _build_network(self.model, support_x.shape[1:], support_x.dtype)
-        trainable_values, non_trainable_values = self.weight_values()
-        return self.adapt_weights(
-            trainable_values, non_trainable_values, support_x, support_y, steps=steps
-        )
+        weights, tensors = self._tasks(batch)
+        task = Task(*weights, *(tensor[0] for tensor in tensors))
+        with self._task_scope(task):
+            return self.adapt_task(task, steps=steps)
 
     def adapted_model(self, support_x, support_y, steps: int | None = None) -> keras.Model:
         """A standalone copy of `.model` holding the weights adapted to one task.
@@ -638,7 +423,16 @@ class MetaLearner(MultiWorkerFit):
 
         Returns:
             A new `keras.Model`; the learner and `.model` are unchanged.
+
+        Raises:
+            NotImplementedError: For a metric learner, which adapts no weights: `adapt`
+                returns its task state.
         """
+        if self.metric_based:
+            raise NotImplementedError(
+                f"{type(self).__name__} adapts no weights; `adapt` returns its task state "
+                "(the prototypes), and `predict` scores queries against it."
+            )
         weights = self.adapt(support_x, support_y, steps=steps)
         clone = keras.models.clone_model(self.model)
         _build_network(clone, np.shape(support_x)[1:], self.model.input_dtype)
@@ -649,6 +443,289 @@ class MetaLearner(MultiWorkerFit):
         ):
             variable.assign(source)
         return clone
+
+    # The task loop and the update, private.
+
+    def _own_variables(self) -> list:
+        """The learner's trainable variables outside `.model` (learned inner rates)."""
+        return [v for v in self.trainable_variables if all(v is not w for w in self.model.weights)]
+
+    def _tasks(self, inputs):
+        """The checked episode tensors and the weight values every task starts from.
+
+        Returns:
+            `(weights, tensors)`: `(trainable, non_trainable, learned)` values, read once
+            for the batch, and `(support_x, support_y, query_x)`, the support labels
+            one-hot over the batch's ways for a metric learner.
+        """
+        support_x, support_y, query_x = episode.episode_tensors(inputs)
+        support_y = self._checked_labels(episode.SUPPORT_Y, support_y, support_x)
+        if self.metric_based:
+            support_y = episode.one_hot_labels(support_y)
+        read = lambda variables: [tf.convert_to_tensor(v.value) for v in variables]  # noqa: E731
+        weights = (
+            read(self.model.trainable_variables),
+            read(self.model.non_trainable_variables),
+            read(self._own_variables()),
+        )
+        return weights, (support_x, support_y, query_x)
+
+    def _task_scope(self, task: Task) -> keras.StatelessScope:
+        """A scope in which the network's and the learner's variables read as `task`'s."""
+        mapping = list(zip(self.model.trainable_variables, task.weights, strict=True))
+        mapping += list(
+            zip(self.model.non_trainable_variables, task.non_trainable_weights, strict=True)
+        )
+        mapping += list(zip(self._own_variables(), task.learned, strict=True))
+        return keras.StatelessScope(state_mapping=mapping)
+
+    def _map(self, tasks, extra, function, output_spec, statistics=False):
+        """`function(task, extra_element)` for every task of the batch, stacked over tasks.
+
+        Each task's weights are copies made inside the loop, which a tape there can watch,
+        and the hooks run in the task's `_task_scope`. A batch with no task gives empty
+        results without running `function`.
+
+        Returns:
+            `(results, statistics, updated)`: with `statistics`, the values of the network's
+            non-trainable variables after each task, and the positions of those that some
+            task assigned (known when the loop is traced); else None and an empty set.
+        """
+        (trainable, non_trainable, learned), tensors = tasks
+        count = len(trainable)
+        updated = set()
+
+        def one_task(elements):
+            inside = [tf.identity(value) for value in trainable + learned]
+            task = Task(inside[:count], non_trainable, inside[count:], *elements[:3])
+            with self._task_scope(task) as scope:
+                results = function(task, elements[3:])
+            if not statistics:
+                return results
+            values = []
+            for index, (variable, value) in enumerate(
+                zip(self.model.non_trainable_variables, non_trainable, strict=True)
+            ):
+                current = scope.get_current_value(variable)
+                if current is not None and current is not value:
+                    updated.add(index)
+                    value = current
+                values.append(value)
+            return results, values
+
+        if statistics:
+            output_spec = (
+                output_spec,
+                [tf.TensorSpec(value.shape, value.dtype) for value in non_trainable],
+            )
+        elements = (*tensors, *extra)
+
+        def mapped():
+            if self.vectorize_tasks:
+                return tf.vectorized_map(one_task, elements, fallback_to_while_loop=True)
+            return tf.map_fn(one_task, elements, fn_output_signature=output_spec)
+
+        def empty():
+            return tf.nest.map_structure(
+                # An unknown size (the ways) as 1, so that reductions over it stay defined.
+                lambda spec: tf.zeros(
+                    [0, *[1 if d is None else d for d in spec.shape]], spec.dtype
+                ),
+                output_spec,
+            )
+
+        if tensors[0].shape[0]:
+            results = mapped()
+        else:  # possibly no task: a replica's share of a last, partial batch
+            results = tf.nest.map_structure(
+                lambda value, spec: tf.ensure_shape(value, [None, *spec.shape]),
+                tf.cond(tf.shape(tensors[0])[0] > 0, mapped, empty),
+                output_spec,
+            )
+        if statistics:
+            return results[0], results[1], updated
+        return results, None, updated
+
+    def _query_output_spec(self, query_x: tf.Tensor) -> tf.TensorSpec:
+        """The spec of one task's query predictions, float32 for half-precision models.
+
+        A metric learner's predictions are `[queries, ways]`, the ways following the batch.
+        """
+        if self.metric_based:
+            return tf.TensorSpec([query_x.shape[1], None], tf.float32)
+        output = self.model.compute_output_spec(
+            keras.KerasTensor(query_x.shape[1:], dtype=query_x.dtype)
+        )
+        dtype = adaptation.at_least_float32(tf.zeros([], output.dtype)).dtype
+        return tf.TensorSpec(output.shape, dtype)
+
+    def _by_task_step(self, x, y, sample_weight):
+        """The loss, predictions and summed meta-gradient, each task differentiated in turn.
+
+        Each task's gradient is taken inside the task loop, by a tape around that task
+        alone: its activations are freed before the next task, and its forward and backward
+        passes lie in one graph function, where TensorFlow's oneDNN rewrite applies to every
+        gradient kernel (README: "Speed and memory options").
+
+        Returns:
+            `(loss, predictions, gradients)`: the mean loss of the replica's tasks, their
+            predictions, and one summed gradient (or None) per `trainable_variables` entry.
+        """
+        tasks = self._tasks(x)
+        (trainable, _, learned), tensors = tasks
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        unconnected = set()  # positions of the weights that no task's meta-gradient reaches
+
+        def one_task(task, extra):
+            weights = extra[1] if sample_weight is not None else None
+            with tf.GradientTape() as tape:
+                tape.watch(task.weights + task.learned)
+                adapted = self.adapt_task(task, training=True)
+                predictions = adaptation.at_least_float32(
+                    self.predict_queries(task, adapted, training=True)
+                )
+                loss = self.task_loss(task, adapted, predictions, extra[0], weights)
+                # Unscaled by the replicas: the mean over the global batch is taken later.
+                loss = tf.cast(loss, tf.float32) * replicas
+                scaled = self.optimizer.scale_loss(loss)
+            gradients = self.meta_gradient(task, adapted, scaled, tape)
+            unconnected.update(i for i, gradient in enumerate(gradients) if gradient is None)
+            gradients = [
+                tf.zeros_like(value) if gradient is None else tf.convert_to_tensor(gradient)
+                for value, gradient in zip(task.weights + task.learned, gradients, strict=True)
+            ]
+            return loss, predictions, gradients
+
+        extra = (y,) if sample_weight is None else (y, sample_weight)
+        spec = (
+            tf.TensorSpec([], tf.float32),
+            self._query_output_spec(tensors[2]),
+            [tf.TensorSpec(value.shape, value.dtype) for value in trainable + learned],
+        )
+        (losses, predictions, gradients), statistics, updated = self._map(
+            tasks, extra, one_task, spec, statistics=True
+        )
+        self._assign_statistics(statistics, updated)
+        sums = [None if i in unconnected else tf.reduce_sum(g, 0) for i, g in enumerate(gradients)]
+        by_variable = {
+            id(v): g
+            for v, g in zip(
+                self.model.trainable_variables + self._own_variables(), sums, strict=True
+            )
+        }
+        gradients = [by_variable.get(id(variable)) for variable in self.trainable_variables]
+        local_count = tf.cast(tf.shape(tensors[0])[0], tf.float32)
+        return tf.math.divide_no_nan(tf.reduce_sum(losses), local_count), predictions, gradients
+
+    def _whole_batch_step(self, x, y, sample_weight):
+        """The loss, predictions and meta-gradient of the batch, from outside the task loop.
+
+        Each task's loss is `task_loss`'s; the batch's loss is their mean, or their sum for
+        a loss summed over its batch (`reduction="sum"`).
+
+        Returns:
+            As `_by_task_step`, except that a loss averaged over its batch gives the sum of
+            the tasks' gradients, and any other loss the gradient of the batch's loss.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            tasks = self._tasks(x)
+            spec = self._query_output_spec(tasks[1][2])
+
+            averaged = (
+                getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
+            )
+
+            def one_task(task, extra):
+                adapted = self.adapt_task(task, training=True)
+                predictions = adaptation.at_least_float32(
+                    self.predict_queries(task, adapted, training=True)
+                )
+                weights = extra[1] if sample_weight is not None else None
+                loss = self.task_loss(task, adapted, predictions, extra[0], weights)
+                return predictions, tf.cast(loss, tf.float32)
+
+            extra = (y,) if sample_weight is None else (y, sample_weight)
+            spec = (spec, tf.TensorSpec([], tf.float32))
+            (predictions, losses), statistics, updated = self._map(
+                tasks, extra, one_task, spec, True
+            )
+            # The batch's loss: the mean of the tasks' losses (every task has as many
+            # queries), or their sum for a loss summed over its batch.
+            loss = tf.reduce_sum(losses)
+            if averaged:
+                loss = tf.math.divide_no_nan(loss, tf.cast(tf.shape(losses)[0], tf.float32))
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self._assign_statistics(statistics, updated)
+        if averaged:
+            # Keras averages the replica's tasks and scales by 1 / replicas: back to a sum.
+            local = tf.cast(tf.shape(tasks[1][0])[0] * replicas, tf.float32)
+            gradients = [None if g is None else g * tf.cast(local, g.dtype) for g in gradients]
+        return (loss * replicas if averaged else loss), predictions, gradients, averaged
+
+    def _assign_statistics(self, statistics, updated) -> None:
+        """Moves each assigned non-trainable variable to the mean of the tasks' values.
+
+        The mean is over all tasks of the global batch: replicas sum their tasks' values and
+        counts, so every replica assigns the same value, the one a single device would.
+        """
+        context = tf.distribute.get_replica_context()
+        for index in sorted(updated):
+            variable = self.model.non_trainable_variables[index]
+            values = statistics[index]
+            total = tf.reduce_sum(values, axis=0)
+            size = tf.cast(tf.shape(values)[0], values.dtype)
+            if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+                total, size = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, size])
+            variable.assign(tf.where(size > 0, total / tf.maximum(size, 1), variable.value))
+
+    def _has_tasks(self, query_y):
+        """A run-time check that the global batch has a task, naming the problem."""
+        task_count = tf.cast(tf.shape(query_y)[0], tf.float32)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            context = tf.distribute.get_replica_context()
+            task_count = context.all_reduce(tf.distribute.ReduceOp.SUM, task_count)
+        return tf.debugging.assert_positive(task_count, message=_NO_TASK)
+
+    def _apply(self, gradients, local_count, summed: bool, dependencies) -> None:
+        """Updates `trainable_variables`, once every gradient exists and a task does.
+
+        In Keras's own step the optimizer's step counter is incremented independently of
+        the gradients, so a step failing at run time (a label out of range) would still
+        count. Here every update waits for the gradients and for a check that the global
+        batch has a task: a failed step changes nothing.
+
+        Args:
+            gradients: One gradient (or None) per entry of `trainable_variables`.
+            local_count: The number of this replica's tasks.
+            summed: Whether `gradients` are sums over this replica's tasks, to be divided
+                by the number of tasks in the global batch; if False, they are applied as
+                they are (a loss that is not a mean over its batch).
+            dependencies: Tensors that must be computed before the update.
+        """
+        variables = self.trainable_variables
+        if not self.optimizer.built:
+            self.optimizer.build(variables)  # outside the control dependencies, to be lifted
+        # A network weight the outer loss does not reach (a zeroed head) is not updated.
+        network = {id(variable) for variable in self.model.trainable_variables}
+        gradients = [
+            tf.zeros(variable.shape, variable.dtype)
+            if gradient is None and id(variable) in network
+            else gradient
+            for gradient, variable in zip(gradients, variables, strict=True)
+        ]
+        task_count = tf.cast(local_count, tf.float32)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            context = tf.distribute.get_replica_context()
+            task_count = context.all_reduce(tf.distribute.ReduceOp.SUM, task_count)
+        with tf.control_dependencies(list(dependencies)):
+            gradients = [
+                None if g is None else (g / tf.cast(task_count, g.dtype) if summed else g + 0)
+                for g in gradients
+            ]
+        with tf.control_dependencies([g for g in gradients if g is not None]):
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def get_config(self):
         """The learner's configuration, with the wrapped model serialized inside it."""
@@ -677,94 +754,10 @@ class MetaLearner(MultiWorkerFit):
         return cls(**config)
 
 
+_NO_TASK = "The meta-batch has no task (its task axis is empty): nothing to learn from"
+
+
 def _build_network(model: keras.Model, feature_shape, dtype=None) -> None:
     """Builds `model` for examples of `feature_shape` by calling it symbolically."""
     if not model.built:
         model(keras.KerasTensor((None, *feature_shape), dtype=dtype or model.input_dtype))
-
-
-def _finite(key: str, value: tf.Tensor) -> tf.Tensor:
-    """`value`, checked at run time for NaN and Inf if it is floating point."""
-    if not value.dtype.is_floating:
-        return value
-    return tf.debugging.check_numerics(value, f"Episode key '{key}' contains NaN or Inf")
-
-
-def _checked(tensors: dict[str, tf.Tensor], finite_keys) -> dict[str, tf.Tensor]:
-    """`tensors` with run-time checks of what `validate_episode` could not see at trace time.
-
-    Dimensions unknown when the step is traced (Keras relaxes shapes when it retraces; an
-    exported signature has a dynamic example axis) are asserted at run time: no empty axis,
-    and the same agreements as `validate_episode`. The floating-point values of
-    `finite_keys` are checked for NaN and Inf. Every check names the key.
-    """
-    tensors = {key: tf.convert_to_tensor(value) for key, value in tensors.items()}
-    if not all(value.shape.is_fully_defined() for value in tensors.values()):
-        shapes = {key: tf.shape(value) for key, value in tensors.items()}
-        pairs = [(key, "support_x", 0, 1, "task axis") for key in tensors if key != "support_x"]
-        pairs += [
-            ("support_y", "support_x", 1, 2, "examples"),
-            ("query_x", "support_x", 2, None, "feature shape"),
-        ]
-        if "query_y" in tensors:
-            pairs += [
-                ("query_y", "query_x", 1, 2, "examples"),
-                ("query_y", "support_y", 2, None, "target shape"),
-            ]
-        assertions = [
-            tf.debugging.assert_positive(shape[1:], message=f"'{key}' has an empty axis")
-            for key, shape in shapes.items()
-        ] + [
-            tf.debugging.assert_equal(
-                shapes[key][start:end],
-                shapes[other][start:end],
-                message=f"'{key}' and '{other}' disagree on the {what}",
-            )
-            for key, other, start, end, what in pairs
-        ]
-        with tf.control_dependencies(assertions):
-            tensors = {key: tf.identity(value) for key, value in tensors.items()}
-    return {
-        key: _finite(key, value) if key in finite_keys else value for key, value in tensors.items()
-    }
-
-
-def episode_tensors(inputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Validates an episode batch `x` and returns its support inputs, targets and queries.
-
-    Args:
-        inputs: An episode batch `x` (see `EPISODE_FORMAT`).
-
-    Returns:
-        `(support_x, support_y, query_x)` as tensors. They fail at run time with an
-        `InvalidArgumentError` naming the key if they contain NaN or Inf, or if a dimension
-        unknown at trace time is empty or disagrees, before anything that depends on them
-        (an update of weights) runs.
-
-    Raises:
-        ValueError: If `inputs` is not a valid episode batch (see `validate_episode`).
-    """
-    validate_episode(inputs)
-    tensors = _checked({key: inputs[key] for key in EPISODE_KEYS}, EPISODE_KEYS)
-    return tuple(tensors[key] for key in EPISODE_KEYS)
-
-
-def checked_labelled_episode(data):
-    """Validates an episode batch `(x, query_y)` with targets (see `validate_episode`).
-
-    Args:
-        data: The batch a training or evaluation step receives.
-
-    Returns:
-        `data` with `query_y` checked at run time as `episode_tensors` checks `x`, and
-        against `x`'s shapes. `x` itself is checked once, where the learner reads it
-        (`episode_tensors`), and everything that changes state depends on it.
-
-    Raises:
-        ValueError: If `data` has no targets or is not a valid episode batch.
-    """
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    _require(y is not None, "The episode batch has no targets: pass query_y as y.")
-    validate_episode(x, y)
-    targets = _checked({**{key: x[key] for key in EPISODE_KEYS}, "query_y": y}, ["query_y"])
-    return keras.utils.pack_x_y_sample_weight(x, targets["query_y"], sample_weight)

@@ -2,6 +2,7 @@
 
 import keras
 
+from tf_meta import rules
 from tf_meta.algorithms.maml import MAML
 
 
@@ -16,7 +17,7 @@ class MetaSGD(MAML):
     trainable weight of the model in the same order, initialized to
     `inner_learning_rate`. The paper uses one inner step, with the second-order gradient
     (the default; `first_order=True` still learns the rates, whose gradient needs no
-    second derivatives).
+    second derivatives). The inner rule is `tf_meta.rules.PerWeightGradientDescent`.
 
     Args:
         model: The network (any Keras model).
@@ -25,7 +26,8 @@ class MetaSGD(MAML):
             `eval_inner_steps`, `inner_loss`, `name`, ...).
 
     Raises:
-        ValueError: As `MAML`, e.g. for a non-positive `inner_learning_rate`.
+        ValueError: As `MAML`, e.g. for a non-positive `inner_learning_rate`, or if
+            `per_step_learning_rates` is set: the rates are per parameter already.
 
     References:
         Li, Zhou, Chen and Li. Meta-SGD: Learning to Learn Quickly for Few-Shot Learning.
@@ -33,6 +35,12 @@ class MetaSGD(MAML):
     """
 
     def __init__(self, model: keras.Model, inner_learning_rate: float = 0.01, **kwargs):
+        if kwargs.get("per_step_learning_rates"):
+            raise ValueError(
+                "`per_step_learning_rates` does not apply to MetaSGD, whose learned rates are "
+                "per parameter and shared by every step; use MAML(per_step_learning_rates=True) "
+                "for MAML++'s per-step rates."
+            )
         super().__init__(model, inner_learning_rate=inner_learning_rate, **kwargs)
         self.inner_learning_rates = []
 
@@ -49,7 +57,6 @@ class MetaSGD(MAML):
             for index, weight in enumerate(self.model.trainable_variables)
         ]
 
-    def step_learning_rates(self, step):
-        """The learned rates (the same at every step), one per trainable weight."""
-        del step
-        return [rate.value for rate in self.inner_learning_rates]
+    def update_rule(self):
+        """Per-parameter gradient descent with the learned rates."""
+        return rules.PerWeightGradientDescent(self.inner_learning_rates)

@@ -3,9 +3,10 @@
 import keras
 import tensorflow as tf
 
-from tf_meta import adaptation
+from tf_meta import adaptation, rules
 from tf_meta.algorithms.maml import check_steps, resolve_steps
 from tf_meta.algorithms.meta_learner import MetaLearner
+from tf_meta.rules.update_rule import check_positive
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
@@ -21,7 +22,10 @@ class Reptile(MetaLearner):
     direction `theta - mean(theta')` as the gradient. With `SGD(learning_rate=epsilon)`
     that is exactly the paper's `theta <- theta + epsilon * (mean(theta') - theta)`; a
     `LearningRateSchedule` anneals epsilon, and any other optimizer gives "Reptile with
-    Adam". The reported loss and metrics are those of the queries after adaptation.
+    Adam". The inner loop is `tf_meta.adaptation.inner_loop`, first order, with the rule
+    `tf_meta.rules.Adam` or `tf_meta.rules.GradientDescent`; the meta-gradient hook
+    returns each task's `theta - theta'`. The reported loss and metrics are those of the
+    queries after adaptation.
     Evaluation adapts with `eval_inner_steps` and predicts the queries transductively
     (all at once, so batch normalization sees the query batch) or, with
     `transductive=False`, one at a time beside the support set, as in the paper.
@@ -39,8 +43,8 @@ class Reptile(MetaLearner):
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
-        ValueError: If `inner_learning_rate` is not positive, a step count is negative,
-            `inner_optimizer` is unknown, `inner_batch_size` is not positive or
+        ValueError: If `inner_learning_rate` is not a finite positive number, a step count
+            is negative, `inner_optimizer` is unknown, `inner_batch_size` is not positive or
             `gradient_checkpointing` is set (Reptile never differentiates through
             adaptation, so there is nothing to recompute); when a step is traced, if
             `inner_batch_size` exceeds the support set.
@@ -62,10 +66,7 @@ class Reptile(MetaLearner):
         inner_loss=None,
         **kwargs,
     ):
-        if not inner_learning_rate > 0:
-            raise ValueError(
-                f"`inner_learning_rate` must be positive; received {inner_learning_rate!r}."
-            )
+        inner_learning_rate = check_positive("inner_learning_rate", inner_learning_rate)
         check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             check_steps("eval_inner_steps", eval_inner_steps)
@@ -96,21 +97,14 @@ class Reptile(MetaLearner):
         self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
         self.transductive = bool(transductive)
 
-    def adapt_weights(
-        self,
-        trainable_values,
-        non_trainable_values,
-        support_x,
-        support_y,
-        steps=None,
-        training=False,
-    ):
+    def adapt_task(self, task, steps=None, training=False):
         """The inner optimizer on support minibatches; gradients are never differentiated.
 
-        See `MetaLearner.adapt_weights` for the arguments.
+        Returns:
+            The adapted fast weights.
         """
         steps = resolve_steps(steps, training, self.inner_steps, self.eval_inner_steps)
-        examples = support_x.shape[0]
+        examples = task.support_x.shape[0]
         batch_size = self.inner_batch_size
         if batch_size is not None and examples is not None and batch_size > examples:
             raise ValueError(
@@ -118,74 +112,47 @@ class Reptile(MetaLearner):
                 f"{examples} examples."
             )
         if batch_size is not None:
-            order = tf.argsort(tf.random.uniform([tf.shape(support_x)[0]]))
-        weights = list(trainable_values)
-        moments = ([tf.zeros_like(w) for w in weights], [tf.zeros_like(w) for w in weights])
-        for step in range(steps):
-            inputs, targets = support_x, support_y
+            order = tf.argsort(tf.random.uniform([tf.shape(task.support_x)[0]]))
+
+        def gradients(weights, step):
+            inputs, targets = task.support_x, task.support_y
             if batch_size is not None:
                 positions = (step * batch_size + tf.range(batch_size)) % tf.shape(order)[0]
                 chosen = tf.gather(order, positions)
-                inputs, targets = tf.gather(support_x, chosen), tf.gather(support_y, chosen)
-            _, gradients = adaptation.loss_and_gradients(
-                self.model, self.support_loss, weights, non_trainable_values, inputs, targets
-            )
-            gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-            if self.inner_optimizer == "adam":
-                weights, moments = adaptation.adam_step(
-                    weights, gradients, moments, step + 1, self.inner_learning_rate
-                )
-            else:
-                weights = adaptation.gradient_descent_step(
-                    weights, gradients, self.inner_learning_rate
-                )
-        return weights
+                inputs, targets = tf.gather(inputs, chosen), tf.gather(targets, chosen)
+            return adaptation.loss_and_gradients(
+                self.model, self.support_loss, weights, task.non_trainable_weights, inputs, targets
+            )[1]
 
-    def predict_task(self, weights, non_trainable_values, support_x, query_x):
+        if self.inner_optimizer == "adam":
+            rule = rules.Adam(self.inner_learning_rate)
+        else:
+            rule = rules.GradientDescent(self.inner_learning_rate)
+        path = adaptation.inner_loop(rule, task.weights, gradients, steps, first_order=True)
+        return path[-1] if path else list(task.weights)
+
+    def predict_queries(self, task, adapted, training=False):
         """Predicts queries all at once, or each beside the support set if not transductive."""
         if self.transductive:
-            return super().predict_task(weights, non_trainable_values, support_x, query_x)
+            return super().predict_queries(task, adapted, training)
 
         def one_query(query):
-            batch = tf.concat([support_x, query[None]], axis=0)
-            return adaptation.predictions(self.model, weights, non_trainable_values, batch)[-1]
+            batch = tf.concat([task.support_x, query[None]], axis=0)
+            return adaptation.predictions(self.model, adapted, task.non_trainable_weights, batch)[
+                -1
+            ]
 
-        spec = self.query_output_spec(query_x[None])  # one task's queries
+        spec = self._query_output_spec(task.query_x[None])  # one task's queries
         return tf.map_fn(
-            one_query, query_x, fn_output_signature=tf.TensorSpec(spec.shape[1:], spec.dtype)
+            one_query, task.query_x, fn_output_signature=tf.TensorSpec(spec.shape[1:], spec.dtype)
         )
 
-    def meta_train_step(self, data):
-        """One Reptile meta-step: adapt every task, then step toward the mean weights."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self.build_symbolically(x)
-
-        def one_task(trainable_values, non_trainable_values, support_x, support_y, query_x):
-            weights = self.adapt_weights(
-                trainable_values, non_trainable_values, support_x, support_y, training=True
-            )
-            predictions = self.predict_task(weights, non_trainable_values, support_x, query_x)
-            return weights, predictions
-
-        weight_specs = [
-            tf.TensorSpec(variable.shape, variable.dtype)
-            for variable in self.model.trainable_variables
-        ]
-        adapted, y_pred = self.map_tasks(x, one_task, lambda query_spec: (weight_specs, query_spec))
-        # The strategy sums gradients over replicas: each replica contributes its share.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-        # The update does not need the query loss, but waits for it: bad query targets
-        # fail the step before anything changes. The optimizer is built outside this
-        # context, so that its variables can be lifted out of an XLA-compiled step.
-        with tf.control_dependencies([loss]):
-            gradients = [
-                (variable.value - tf.reduce_mean(weights, axis=0)) / replicas
-                for variable, weights in zip(self.trainable_variables, adapted, strict=True)
-            ]
-        self.apply_meta_gradients(gradients)
-        self.track_loss(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    def meta_gradient(self, task, adapted, loss, tape):
+        """The direction `theta - theta'` from the task's adapted weights to the initial ones."""
+        del loss, tape
+        return [initial - weight for initial, weight in zip(task.weights, adapted, strict=True)] + [
+            None
+        ] * len(task.learned)
 
     def get_config(self):
         """The learner's configuration, including its hyperparameters."""

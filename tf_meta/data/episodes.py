@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta.data.task_stream import task_stream
+from tf_meta.episode import QUERY_X, SUPPORT_X, SUPPORT_Y
 
 
 def _positive_integer(name: str, value) -> None:
@@ -166,9 +167,9 @@ def episodes(
         batch = tf.cast(tf.gather(images, chosen), tf.float32) * scale
         label_range = tf.range(ways, dtype=tf.int32)
         x = {
-            "support_x": tf.reshape(batch[:, :shots], [ways * shots, *image_shape]),
-            "support_y": tf.repeat(label_range, shots),
-            "query_x": tf.reshape(batch[:, shots:], [ways * queries, *image_shape]),
+            SUPPORT_X: tf.reshape(batch[:, :shots], [ways * shots, *image_shape]),
+            SUPPORT_Y: tf.repeat(label_range, shots),
+            QUERY_X: tf.reshape(batch[:, shots:], [ways * queries, *image_shape]),
         }
         y = tf.repeat(label_range, queries)
         if transform is not None:

@@ -5,6 +5,7 @@ import math
 import tensorflow as tf
 
 from tf_meta.data.task_stream import task_stream
+from tf_meta.episode import QUERY_X, SUPPORT_X, SUPPORT_Y
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
@@ -102,7 +103,11 @@ def sinusoid(
         amplitude, phase = _parameters(seeds)
         inputs = tf.random.stateless_uniform([examples, 1], seeds[2], *INPUT_RANGE)
         targets = amplitude * tf.sin(inputs - phase)
-        x = {"support_x": inputs[:shots], "support_y": targets[:shots], "query_x": inputs[shots:]}
+        x = {
+            SUPPORT_X: inputs[:shots],
+            SUPPORT_Y: targets[:shots],
+            QUERY_X: inputs[shots:],
+        }
         return x, targets[shots:]
 
     return task_stream(episode, meta_batch_size, num_tasks, start_step, input_context)

@@ -93,7 +93,10 @@ def _plot(learners, pool_seed, path):
     figure, axes = plt.subplots(1, tasks, figsize=(5 * tasks, 4), sharey=True)
     for task, axis in enumerate(axes):
         axis.plot(grid, amplitude[task] * np.sin(grid - phase[task]), "k", label="true function")
-        support_x, support_y = x["support_x"][task], x["support_y"][task]
+        support_x, support_y = (
+            x[tf_meta.episode.SUPPORT_X][task],
+            x[tf_meta.episode.SUPPORT_Y][task],
+        )
         for (name, learner), style in zip(learners.items(), ("-", "--"), strict=True):
             for steps, color in ((0, "tab:gray"), (10, "tab:red" if style == "-" else "tab:blue")):
                 adapted = learner.adapted_model(support_x, support_y, steps=steps)
@@ -159,7 +162,7 @@ def main(argv):
             scores = tf_meta.evaluation.task_scores(learner, pool, inner_steps=steps)
             results[f"{name}/{steps}"] = tf_meta.evaluation.confidence_interval(scores)
 
-    header = "| learner | " + " | ".join(f"MSE after {s} steps" for s in EVALUATION_STEPS) + " |"
+    header = "| learner | " + " | ".join(_mse_after(steps) for steps in EVALUATION_STEPS) + " |"
     rows = [header, "|" + " --- |" * (len(EVALUATION_STEPS) + 1)]
     for name in learners:
         cells = [
@@ -175,14 +178,38 @@ def main(argv):
         f"{FLAGS.eval_tasks} held-out tasks, mean ± 95% confidence interval.\n\n{table}\n\n"
         f"Command: `{command}`\n"
     )
-    with open(os.path.join(output_dir, "results.md"), "w") as file:
-        file.write(report)
-    with open(os.path.join(output_dir, "results.json"), "w") as file:
-        json.dump({"meta_steps": meta_steps, "results": results}, file, indent=2)
-    _plot(learners, pool_seed, os.path.join(output_dir, "adapted_curves.png"))
+    # Each output is written under a temporary name and renamed: a killed job leaves the
+    # previous file or the complete new one, never half of one.
+    summary = json.dumps({"meta_steps": meta_steps, "results": results}, indent=2)
+    for name, content in (("results.md", report), ("results.json", summary)):
+        tf_meta.backup.replace_atomically(
+            os.path.join(output_dir, name), lambda path, text=content: _write_text(path, text)
+        )
+    tf_meta.backup.replace_atomically(
+        os.path.join(output_dir, "adapted_curves.png"),
+        lambda path: _plot(learners, pool_seed, path),
+    )
     sys.stdout.write(f"\n{report}\nWrote {output_dir}/results.md and adapted_curves.png\n")
 
 
+def _mse_after(steps: int) -> str:
+    return f"MSE after {steps} step{'' if steps == 1 else 's'}"
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
+
+
 def run():
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    absl's `--help` lists the flags of the module it is run as, and describes it with that
+    module's docstring; run as a console script, that is the script wrapper, which has
+    neither. The job's flags and this module's docstring are given to it here.
+    """
+    main_module = sys.argv[0]
+    for flag in FLAGS.get_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(main_module, flag)
+    sys.modules["__main__"].__doc__ = __doc__
     app.run(main)
