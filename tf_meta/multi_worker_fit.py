@@ -8,6 +8,14 @@ import keras
 import tensorflow as tf
 
 
+def _multi_worker(strategy) -> bool:
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over several workers."""
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
+
+
 def _first_local_value(value):
     """One replica's value of a distributed value; a plain tensor is returned as is."""
     if isinstance(value, tf.distribute.DistributedValues):
@@ -28,20 +36,20 @@ class MultiWorkerFit(keras.Model):
 
     1. Before the first step, `_maybe_symbolic_build` averages the first distributed batch
        across replicas, eagerly, to learn the input shapes. Under the multi-worker strategy
-       this fails ("Attempt to convert a value (PerReplica...)"); under `MirroredStrategy` it
-       silently averages integer labels. Shapes are all it needs, so this class builds from
-       one replica's share of the batch instead.
+       this fails ("Attempt to convert a value (PerReplica...)"). Shapes are all it needs, so
+       this class builds from one replica's share of the batch instead.
     2. The step function reduces every log with `strategy.reduce("MEAN", value, axis=0)`,
        which fails on the scalar metric results ("Invalid reduction dimension 0"). This class
        returns each scalar log as a one-element vector from the replica step; Keras's
        reduction along axis 0 then averages it over all replicas into a scalar.
 
-    Both changes apply only under a distribution strategy and leave the single-device path
-    untouched. Everything else (the step functions, callbacks, saving) is Keras's own.
+    Both changes apply only under a `MultiWorkerMirroredStrategy` over several workers; on
+    one device and under `MirroredStrategy`, Keras's own methods run unchanged. Everything
+    else (the step functions, callbacks, saving) is Keras's own.
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and self._distribute_strategy is not None:
+        if iterator is not None and _multi_worker(self.distribute_strategy):
             for _, _, batches in iterator:
                 with self.distribute_strategy.scope():
                     data_batch = tf.nest.map_structure(_first_local_value, next(batches))
@@ -50,11 +58,7 @@ class MultiWorkerFit(keras.Model):
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _make_function(self, step_function):
-        strategy = self.distribute_strategy
-        if not (
-            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode()
-        ):
+        if not _multi_worker(self.distribute_strategy):
             return super()._make_function(step_function)
 
         def step_with_vector_logs(data):

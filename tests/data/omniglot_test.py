@@ -98,6 +98,19 @@ def test_tfds_source_with_mock_data():
     np.testing.assert_array_equal(np.sort(rotated_labels % 4), np.repeat(np.arange(4), 24))
 
 
+def test_local_file_built_from_tfds_loads_like_tfds(tmp_path):
+    with tfds.testing.mock_data(num_examples=24):
+        path = omniglot.build_local_file(str(tmp_path))
+        from_tfds = tf_meta.data.load_omniglot("evaluation", source="tfds")
+    assert path == str(tmp_path / "omniglot" / "omniglot28.npz")
+    assert not [name for name in (tmp_path / "omniglot").iterdir() if name.name.startswith(".")]
+    with np.load(path) as archive:
+        assert sorted(archive.files) == sorted(omniglot.LOCAL_ARRAYS)
+    local = tf_meta.data.load_omniglot("evaluation", data_dir=str(tmp_path))
+    for ours, theirs in zip(local, from_tfds, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_brief_maml_on_omniglot_is_clearly_above_chance(omniglot_dir):
     import keras
 

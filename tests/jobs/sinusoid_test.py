@@ -23,6 +23,7 @@ def run_job(tmp_path, *flags):
 def test_job_writes_report_table_and_plot(tmp_path):
     stdout, results = run_job(tmp_path, "--meta_steps=300", "--eval_tasks=50")
     assert "| MAML |" in stdout and "| pretrained |" in stdout
+    assert "| MSE after 0 steps | MSE after 1 step | MSE after 10 steps |" in stdout
     assert set(results) == {
         f"{name}/{steps}" for name in ("MAML", "pretrained") for steps in (0, 1, 10)
     }
@@ -32,6 +33,20 @@ def test_job_writes_report_table_and_plot(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     # After 300 meta-steps MAML already adapts better than the jointly trained network.
     assert results["MAML/10"][0] < results["pretrained/10"][0]
+
+
+def test_help_shows_the_jobs_flags_and_description():
+    # Run as the console script is: the main module is a wrapper with no flags of its own.
+    completed = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.argv[0] = 'tf-meta-sinusoid'; {RUN}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # absl's --help exits with status 1 after printing the usage.
+    assert "MAML on sinusoid regression against a pretrained baseline" in completed.stdout
+    for flag in ("--meta_steps", "--output_dir", "--strategy", "--backup_dir"):
+        assert flag in completed.stdout, flag
 
 
 @pytest.mark.slow  # tests/multi_worker_fit_test.py checks two workers in CI

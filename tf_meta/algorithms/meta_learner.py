@@ -198,6 +198,7 @@ class MetaLearner(MultiWorkerFit):
             ValueError: If `x` is an infinite `tf.data.Dataset` and `steps_per_epoch` is
                 not given: one epoch would never end.
         """
+        inputs = x
         if isinstance(x, tf.data.Dataset):
             if (
                 keywords.get("steps_per_epoch") is None
@@ -208,10 +209,11 @@ class MetaLearner(MultiWorkerFit):
                     "first epoch would never end. Pass `steps_per_epoch=` (meta-steps per "
                     "epoch), or make the stream finite (`num_tasks=`, `.take(n)`)."
                 )
-            if not self.built and isinstance(x.element_spec, tuple):
-                self.build_symbolically(x.element_spec[0])
-        elif not self.built and isinstance(x, dict) and all(key in x for key in episode.KEYS):
-            self.build_symbolically({key: tf.convert_to_tensor(x[key]) for key in episode.KEYS})
+            spec = x.element_spec
+            inputs = spec[0] if isinstance(spec, tuple) else spec
+        if not self.built and _is_episode(inputs):
+            with self.distribute_strategy.scope():
+                self.build_symbolically(inputs)
         return super().fit(x, y, *arguments, **keywords)
 
     # The contract: four hooks on one task.
@@ -752,6 +754,15 @@ class MetaLearner(MultiWorkerFit):
                 config["inner_loss"], custom_objects=custom_objects
             )
         return cls(**config)
+
+
+def _is_episode(inputs) -> bool:
+    """Whether `inputs` is a valid episode batch `x` (or its spec)."""
+    try:
+        episode.validate_episode(inputs)
+    except ValueError:
+        return False
+    return True
 
 
 _NO_TASK = "The meta-batch has no task (its task axis is empty): nothing to learn from"

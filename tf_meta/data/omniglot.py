@@ -69,11 +69,25 @@ def _read_local(data_dir):
 
 def _read_tfds(data_dir):
     """The same arrays as `_read_local`, from the TFDS `omniglot` builder."""
+    arrays = _tfds_arrays(data_dir)
+    names = arrays["alphabet_names"][arrays["alphabet"]]
+    return (
+        arrays["images"],
+        arrays["character"],
+        arrays["split"] == 1,
+        names,
+        arrays["index_in_alphabet"],
+    )
+
+
+def _tfds_arrays(data_dir) -> dict[str, np.ndarray]:
+    """The arrays of the local file (and each drawing's index in its alphabet), from TFDS."""
     import tensorflow_datasets as tfds
 
-    parts = []
-    for tfds_split, evaluation in (("train", False), ("test", True)):
+    parts, alphabet_names = [], None
+    for tfds_split, evaluation in (("train", 0), ("test", 1)):
         dataset, info = tfds.load("omniglot", split=tfds_split, data_dir=data_dir, with_info=True)
+        alphabet_names = np.array(info.features["alphabet"].names)
 
         def to_28(example):
             ink = 255 - tf.cast(example["image"][..., :1], tf.float32)  # black ink -> bright
@@ -83,9 +97,44 @@ def _read_tfds(data_dir):
 
         batches = list(dataset.map(to_28).batch(4096).as_numpy_iterator())
         images, labels, alphabets, indices = (np.concatenate(p) for p in zip(*batches, strict=True))
-        names = np.array(info.features["alphabet"].names)[alphabets]
-        parts.append((images, labels, np.full(len(labels), evaluation), names, indices))
-    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+        parts.append((images, labels, alphabets, np.full(len(labels), evaluation), indices))
+    images, character, alphabet, split, index_in_alphabet = (
+        np.concatenate(p) for p in zip(*parts, strict=True)
+    )
+    return {
+        "images": images,
+        "character": character.astype(np.int64),
+        "alphabet": alphabet.astype(np.int64),
+        "split": split.astype(np.int64),
+        "alphabet_names": alphabet_names,
+        "index_in_alphabet": index_in_alphabet.astype(np.int64),
+    }
+
+
+def build_local_file(directory: str, tfds_data_dir: str | None = None) -> str:
+    """Writes `omniglot/omniglot28.npz` under `directory` from the TFDS `omniglot` dataset.
+
+    The file is what `load_omniglot(source="local")` reads (`LOCAL_ARRAYS`), so a machine
+    that downloaded Omniglot once through TFDS can train and test offline afterwards, with
+    `TF_META_DATA_DIR=directory`. It is written under a temporary name and renamed.
+
+    Args:
+        directory: Where `omniglot/omniglot28.npz` is written.
+        tfds_data_dir: TFDS's data directory (None: TFDS's default); TFDS downloads the
+            dataset there if it is not yet prepared.
+
+    Returns:
+        The path of the file written.
+    """
+    from tf_meta.backup import replace_atomically
+
+    arrays = _tfds_arrays(tfds_data_dir)
+    path = os.path.join(directory, LOCAL_FILE)
+    replace_atomically(
+        path,
+        lambda temporary: np.savez_compressed(temporary, **{k: arrays[k] for k in LOCAL_ARRAYS}),
+    )
+    return path
 
 
 def _vinyals_characters(split: str) -> set[tuple[str, int]]:

@@ -1,1 +1,22 @@
-"""Command-line jobs installed as console scripts."""
+"""Console scripts (`tf-meta-sinusoid`, `tf-meta-build-omniglot`) and how they start."""
+
+import sys
+
+from absl import app, flags
+
+
+def run(main, module_name: str) -> None:
+    """Runs a job's `main` with absl, its flags and description shown by `--help`.
+
+    absl's `--help` lists the flags of the module it was started as and describes it with
+    that module's docstring; started as a console script, that is the script wrapper, which
+    has neither. The job module's flags and docstring are handed to it here.
+
+    Args:
+        main: The job's `main(argv)`.
+        module_name: The job module's `__name__`.
+    """
+    for flag in flags.FLAGS.get_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+    app.run(main)

@@ -15,9 +15,10 @@ import sys
 import keras
 import matplotlib
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import tf_meta
+from tf_meta import jobs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -202,14 +203,5 @@ def _write_text(path: str, text: str) -> None:
 
 
 def run():
-    """Console-script entry point.
-
-    absl's `--help` lists the flags of the module it is run as, and describes it with that
-    module's docstring; run as a console script, that is the script wrapper, which has
-    neither. The job's flags and this module's docstring are given to it here.
-    """
-    main_module = sys.argv[0]
-    for flag in FLAGS.get_flags_for_module(__name__):
-        FLAGS.register_key_flag_for_module(main_module, flag)
-    sys.modules["__main__"].__doc__ = __doc__
-    app.run(main)
+    """Console-script entry point."""
+    jobs.run(main, __name__)

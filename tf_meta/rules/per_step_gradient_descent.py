@@ -1,11 +1,9 @@
 """Gradient descent with a learned rate per weight tensor and per inner step (MAML++)."""
 
-from collections.abc import Sequence
-
-from tf_meta.rules.update_rule import UpdateRule, as_dtype, read
+from tf_meta.rules.per_weight_gradient_descent import PerWeightGradientDescent
 
 
-class PerStepGradientDescent(UpdateRule):
+class PerStepGradientDescent(PerWeightGradientDescent):
     """`w_i <- w_i - rates_i[step] * g_i`: MAML++'s per-layer per-step learning rates (LSLR).
 
     Steps beyond the length of the rate vectors (evaluation with more inner steps than
@@ -20,18 +18,6 @@ class PerStepGradientDescent(UpdateRule):
         https://arxiv.org/abs/1810.09502
     """
 
-    def __init__(self, learning_rates: Sequence):
-        self.learning_rates = list(learning_rates)
-
-    def init(self, weights):
-        """The rate vectors, read once per task."""
-        del weights
-        return [read(rates) for rates in self.learning_rates]
-
-    def update(self, gradients, state, weights, step):
-        """One step with the rates of column `step` (or the last column)."""
-        new_weights = []
-        for weight, gradient, rates in zip(weights, gradients, state, strict=True):
-            rate = rates[min(step, rates.shape[0] - 1)]
-            new_weights.append(weight - as_dtype(rate, weight.dtype) * gradient)
-        return new_weights, state
+    def _rate(self, rates, step):
+        """Column `step` of the weight's rate vector, or its last."""
+        return rates[min(step, rates.shape[0] - 1)]

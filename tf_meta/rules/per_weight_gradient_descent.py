@@ -21,14 +21,18 @@ class PerWeightGradientDescent(UpdateRule):
         self.learning_rates = list(learning_rates)
 
     def init(self, weights):
-        """The rate tensors, read once per task."""
+        """The rates, read once per task: their meta-gradient flows through the state."""
         del weights
         return [read(rates) for rates in self.learning_rates]
 
     def update(self, gradients, state, weights, step):
-        """One step with the same rates at every step."""
-        del step
+        """One step with each weight's rate for `step`."""
         return [
-            weight - as_dtype(rates, weight.dtype) * gradient
+            weight - as_dtype(self._rate(rates, step), weight.dtype) * gradient
             for weight, gradient, rates in zip(weights, gradients, state, strict=True)
         ], state
+
+    def _rate(self, rates, step):
+        """The rate of one weight at `step`: the same at every step."""
+        del step
+        return rates
