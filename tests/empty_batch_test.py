@@ -82,7 +82,8 @@ def test_an_empty_batch_fails_and_changes_nothing(name):
     assert all(np.isfinite(v).all() for v in after)
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
+# First-order MAML and ANIL take MAML's path through the step.
+@pytest.mark.parametrize("name", sorted(set(LEARNERS) - {"FOMAML", "ANIL"}))
 def test_a_global_batch_smaller_than_the_replicas_steps_like_one_device(name, mirrored_strategy):
     """One task on two replicas: one replica gets it, the other none."""
     dataset = tf.data.Dataset.from_tensors(batch(1))

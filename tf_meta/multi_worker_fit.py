@@ -36,20 +36,22 @@ class MultiWorkerFit(keras.Model):
 
     1. Before the first step, `_maybe_symbolic_build` averages the first distributed batch
        across replicas, eagerly, to learn the input shapes. Under the multi-worker strategy
-       this fails ("Attempt to convert a value (PerReplica...)"). Shapes are all it needs, so
-       this class builds from one replica's share of the batch instead.
+       this fails ("Attempt to convert a value (PerReplica...)"); under `MirroredStrategy` it
+       fails when the replicas' shares differ in size (a last, partial batch: an `AddN` shape
+       error, `tests/empty_batch_test.py`) and otherwise averages integer labels. Shapes are
+       all it needs, so this class builds from one replica's share of the batch instead.
     2. The step function reduces every log with `strategy.reduce("MEAN", value, axis=0)`,
        which fails on the scalar metric results ("Invalid reduction dimension 0"). This class
        returns each scalar log as a one-element vector from the replica step; Keras's
        reduction along axis 0 then averages it over all replicas into a scalar.
 
-    Both changes apply only under a `MultiWorkerMirroredStrategy` over several workers; on
-    one device and under `MirroredStrategy`, Keras's own methods run unchanged. Everything
-    else (the step functions, callbacks, saving) is Keras's own.
+    The first change applies under any distribution strategy, the second only under a
+    `MultiWorkerMirroredStrategy` over several workers; on one device Keras's own methods run
+    unchanged. Everything else (the step functions, callbacks, saving) is Keras's own.
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and _multi_worker(self.distribute_strategy):
+        if iterator is not None and self._distribute_strategy is not None:
             for _, _, batches in iterator:
                 with self.distribute_strategy.scope():
                     data_batch = tf.nest.map_structure(_first_local_value, next(batches))
