@@ -226,13 +226,8 @@ def one_hot_labels(labels: tf.Tensor) -> tf.Tensor:
             f"{labels.dtype.name} with shape {labels.shape} (regression targets are not "
             "supported)."
         )
+    labels = checked_class_labels(SUPPORT_Y, labels)
     checks = [tf.debugging.assert_non_negative(labels, message=f"{SUPPORT_Y} has negative labels")]
-    if not labels.dtype.is_integer:
-        checks.append(
-            tf.debugging.assert_equal(
-                labels, tf.round(labels), message=f"{SUPPORT_Y} must hold integer class labels"
-            )
-        )
     with tf.control_dependencies(checks):
         labels = tf.cast(labels, tf.int32)
         # At least 1: no label at all (an empty axis) then fails the check of the counts,

@@ -10,11 +10,6 @@ import tensorflow as tf
 from tf_meta import adaptation, episode
 
 
-def _label_dtype(learner) -> tf.DType:
-    """int32 labels for classifiers (metric learners, sparse categorical losses)."""
-    return tf.int32 if learner.classifies else tf.float32
-
-
 def _from_logits(learner) -> bool:
     """Whether the predictions are logits: a metric learner's scores, or the loss says so."""
     if learner.metric_based:
@@ -72,7 +67,7 @@ def export(learner, path: str, overwrite: bool = False) -> None:
     feature_shape = tuple(shapes[episode.SUPPORT_X])[2:]
     target_shape = tuple(shapes[episode.SUPPORT_Y])[2:]
     features = tf.TensorSpec((None, *feature_shape), learner.model.input_dtype)
-    labels = tf.TensorSpec((None, *target_shape), _label_dtype(learner))
+    labels = tf.TensorSpec((None, *target_shape), tf.int32 if learner.classifies else tf.float32)
     classifier = labels.dtype.is_integer
     from_logits = _from_logits(learner)
 

@@ -333,7 +333,8 @@ class MetaLearner(MultiWorkerFit):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
-        with tf.control_dependencies([self._has_tasks(y)]):
+        task_count = self._task_count(y)
+        with tf.control_dependencies([self._has_tasks(y, task_count)]):
             y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
         self.build_symbolically(x)
         averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
@@ -342,15 +343,16 @@ class MetaLearner(MultiWorkerFit):
         )
         if by_task:
             loss, predictions, gradients = self._by_task_step(x, y, sample_weight)
-            summed = True
         else:
-            loss, predictions, gradients, summed = self._whole_batch_step(x, y, sample_weight)
+            loss, predictions, gradients = self._whole_batch_step(x, y, sample_weight, averaged)
+        # Sums over this replica's tasks, to be divided by the global batch's task count,
+        # unless the loss is not a mean over its batch: then the gradient is applied as is.
         # The update waits for the loss too: bad query targets fail the step before anything
         # changes, also for a learner whose meta-gradient does not depend on them (Reptile).
-        self._apply(gradients, tf.shape(x[episode.SUPPORT_X])[0], summed, [loss])
+        self._apply(gradients, task_count if by_task or averaged else None, [loss])
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss, sample_weight=tf.shape(x[episode.SUPPORT_X])[0])
+                metric.update_state(loss, sample_weight=tf.shape(y)[0])
         return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 
     def test_step(self, data):
@@ -361,7 +363,7 @@ class MetaLearner(MultiWorkerFit):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
-        with tf.control_dependencies([self._has_tasks(y)]):
+        with tf.control_dependencies([self._has_tasks(y, self._task_count(y))]):
             y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
         return super().test_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
@@ -461,9 +463,10 @@ class MetaLearner(MultiWorkerFit):
             one-hot over the batch's ways for a metric learner.
         """
         support_x, support_y, query_x = episode.episode_tensors(inputs)
-        support_y = self._checked_labels(episode.SUPPORT_Y, support_y, support_x)
-        if self.metric_based:
+        if self.metric_based:  # one_hot_labels checks class labels itself
             support_y = episode.one_hot_labels(support_y)
+        else:
+            support_y = self._checked_labels(episode.SUPPORT_Y, support_y, support_x)
         read = lambda variables: [tf.convert_to_tensor(v.value) for v in variables]  # noqa: E731
         weights = (
             read(self.model.trainable_variables),
@@ -579,16 +582,11 @@ class MetaLearner(MultiWorkerFit):
         unconnected = set()  # positions of the weights that no task's meta-gradient reaches
 
         def one_task(task, extra):
-            weights = extra[1] if sample_weight is not None else None
             with tf.GradientTape() as tape:
                 tape.watch(task.weights + task.learned)
-                adapted = self.adapt_task(task, training=True)
-                predictions = adaptation.at_least_float32(
-                    self.predict_queries(task, adapted, training=True)
-                )
-                loss = self.task_loss(task, adapted, predictions, extra[0], weights)
+                adapted, predictions, loss = self._training_hooks(task, extra)
                 # Unscaled by the replicas: the mean over the global batch is taken later.
-                loss = tf.cast(loss, tf.float32) * replicas
+                loss = loss * replicas
                 scaled = self.optimizer.scale_loss(loss)
             gradients = self.meta_gradient(task, adapted, scaled, tape)
             unconnected.update(i for i, gradient in enumerate(gradients) if gradient is None)
@@ -619,11 +617,30 @@ class MetaLearner(MultiWorkerFit):
         local_count = tf.cast(tf.shape(tensors[0])[0], tf.float32)
         return tf.math.divide_no_nan(tf.reduce_sum(losses), local_count), predictions, gradients
 
-    def _whole_batch_step(self, x, y, sample_weight):
+    def _training_hooks(self, task: Task, extra):
+        """A training step's three hooks on one task, its query targets (and weights) `extra`.
+
+        Returns:
+            `(adapted, predictions, loss)`, the predictions at least float32 and the loss
+            float32.
+        """
+        adapted = self.adapt_task(task, training=True)
+        predictions = adaptation.at_least_float32(self.predict_queries(task, adapted, True))
+        weights = extra[1] if len(extra) > 1 else None
+        loss = self.task_loss(task, adapted, predictions, extra[0], weights)
+        return adapted, predictions, tf.cast(loss, tf.float32)
+
+    def _whole_batch_step(self, x, y, sample_weight, averaged: bool):
         """The loss, predictions and meta-gradient of the batch, from outside the task loop.
 
         Each task's loss is `task_loss`'s; the batch's loss is their mean, or their sum for
         a loss summed over its batch (`reduction="sum"`).
+
+        Args:
+            x: The episode batch `x`.
+            y: Its query targets.
+            sample_weight: Query weights, or None.
+            averaged: Whether the compiled loss averages over its batch.
 
         Returns:
             As `_by_task_step`, except that a loss averaged over its batch gives the sum of
@@ -634,18 +651,8 @@ class MetaLearner(MultiWorkerFit):
             tasks = self._tasks(x)
             spec = self._query_output_spec(tasks[1][2])
 
-            averaged = (
-                getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
-            )
-
             def one_task(task, extra):
-                adapted = self.adapt_task(task, training=True)
-                predictions = adaptation.at_least_float32(
-                    self.predict_queries(task, adapted, training=True)
-                )
-                weights = extra[1] if sample_weight is not None else None
-                loss = self.task_loss(task, adapted, predictions, extra[0], weights)
-                return predictions, tf.cast(loss, tf.float32)
+                return self._training_hooks(task, extra)[1:]
 
             extra = (y,) if sample_weight is None else (y, sample_weight)
             spec = (spec, tf.TensorSpec([], tf.float32))
@@ -664,7 +671,7 @@ class MetaLearner(MultiWorkerFit):
             # Keras averages the replica's tasks and scales by 1 / replicas: back to a sum.
             local = tf.cast(tf.shape(tasks[1][0])[0] * replicas, tf.float32)
             gradients = [None if g is None else g * tf.cast(local, g.dtype) for g in gradients]
-        return (loss * replicas if averaged else loss), predictions, gradients, averaged
+        return (loss * replicas if averaged else loss), predictions, gradients
 
     def _assign_statistics(self, statistics, updated) -> None:
         """Moves each assigned non-trainable variable to the mean of the tasks' values.
@@ -682,31 +689,34 @@ class MetaLearner(MultiWorkerFit):
                 total, size = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, size])
             variable.assign(tf.where(size > 0, total / tf.maximum(size, 1), variable.value))
 
-    def _has_tasks(self, query_y):
-        """A run-time check that the global batch has a task, naming the problem."""
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas == 1 and query_y.shape[0]:  # known when traced: no check to run
-            return tf.no_op()
+    def _task_count(self, query_y):
+        """The number of tasks in the global batch (all replicas), as float32."""
         task_count = tf.cast(tf.shape(query_y)[0], tf.float32)
-        if replicas > 1:
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             context = tf.distribute.get_replica_context()
             task_count = context.all_reduce(tf.distribute.ReduceOp.SUM, task_count)
+        return task_count
+
+    def _has_tasks(self, query_y, task_count):
+        """A run-time check that the global batch has a task (`task_count`), naming it."""
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1 and query_y.shape[0]:
+            return tf.no_op()  # known when traced: no check to run
         return tf.debugging.assert_positive(task_count, message=_NO_TASK)
 
-    def _apply(self, gradients, local_count, summed: bool, dependencies) -> None:
+    def _apply(self, gradients, task_count, dependencies) -> None:
         """Updates `trainable_variables`, once every gradient exists and a task does.
 
         In Keras's own step the optimizer's step counter is incremented independently of
         the gradients, so a step failing at run time (a label out of range) would still
-        count. Here every update waits for the gradients and for a check that the global
-        batch has a task: a failed step changes nothing.
+        count. Here every update waits for the gradients and for `dependencies` (the loss,
+        which waits for the check that the global batch has a task): a failed step changes
+        nothing.
 
         Args:
             gradients: One gradient (or None) per entry of `trainable_variables`.
-            local_count: The number of this replica's tasks.
-            summed: Whether `gradients` are sums over this replica's tasks, to be divided
-                by the number of tasks in the global batch; if False, they are applied as
-                they are (a loss that is not a mean over its batch).
+            task_count: The number of tasks in the global batch, by which `gradients`, sums
+                over this replica's tasks, are divided; None applies them as they are (a
+                loss that is not a mean over its batch).
             dependencies: Tensors that must be computed before the update.
         """
         variables = self.trainable_variables
@@ -720,13 +730,11 @@ class MetaLearner(MultiWorkerFit):
             else gradient
             for gradient, variable in zip(gradients, variables, strict=True)
         ]
-        task_count = tf.cast(local_count, tf.float32)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            context = tf.distribute.get_replica_context()
-            task_count = context.all_reduce(tf.distribute.ReduceOp.SUM, task_count)
         with tf.control_dependencies(list(dependencies)):
             gradients = [
-                None if g is None else (g / tf.cast(task_count, g.dtype) if summed else g + 0)
+                None
+                if g is None
+                else (g + 0 if task_count is None else g / tf.cast(task_count, g.dtype))
                 for g in gradients
             ]
         with tf.control_dependencies([g for g in gradients if g is not None]):
