@@ -145,6 +145,47 @@ def inner_loop(
         The fast weights after each step: `steps` lists (empty for 0 steps).
     """
     weights = list(weights)
+    indices = list(range(len(weights))) if indices is None else list(indices)
+    state = rule.init([weights[i] for i in indices])
+    path, _ = unroll(
+        rule, weights, state, gradients_function, steps, indices, first_order, checkpointed
+    )
+    return path
+
+
+def unroll(
+    rule,
+    weights: Sequence[tf.Tensor],
+    state,
+    gradients_function: Callable,
+    steps: int,
+    indices: Sequence[int] | None = None,
+    first_order: bool = False,
+    checkpointed: bool = False,
+    first_step=0,
+):
+    """`inner_loop` from a given rule state, returning the final state too.
+
+    A truncated unroll of a long optimization (learned optimizers, `OptimizerMetaLearner`)
+    continues from the weights and state where the previous truncation stopped: `state` is
+    that state and `first_step` the step it stopped at (a Python integer or a scalar
+    tensor), so that the rule sees `first_step + k` at the loop's step `k`.
+
+    Args:
+        rule: An update rule (`tf_meta.rules.UpdateRule`).
+        weights: The fast weights to start from.
+        state: The rule's state for the weights at `indices`.
+        gradients_function: As for `inner_loop`, called with `first_step + k`.
+        steps: The number of steps (a Python integer).
+        indices: As for `inner_loop`.
+        first_order: Whether to stop the inner gradients.
+        checkpointed: Whether to recompute each step for the meta-gradient.
+        first_step: The step number of the first step.
+
+    Returns:
+        `(path, state)`: the fast weights after each step, and the rule's final state.
+    """
+    weights = list(weights)
     count = len(weights)
     indices = list(range(count)) if indices is None else list(indices)
 
@@ -158,9 +199,9 @@ def inner_loop(
             weights[index] = weight
         return weights, state
 
-    state = rule.init([weights[i] for i in indices])
     path = []
-    for step in range(steps):
+    for offset in range(steps):
+        step = first_step + offset
         if checkpointed:
             structure = state
 
@@ -175,7 +216,7 @@ def inner_loop(
         else:
             weights, state = step_function(step, weights, state)
         path.append(weights)
-    return path
+    return path, state
 
 
 def per_example_loss(identifier: str | Callable | keras.losses.Loss) -> Callable:

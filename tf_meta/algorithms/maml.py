@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_meta import adaptation, rules
 from tf_meta.algorithms.meta_learner import MetaLearner
+from tf_meta.optimizers.learned_rule import LearnedRule
 from tf_meta.rules.update_rule import check_positive
 
 
@@ -62,6 +63,10 @@ class MAML(MetaLearner):
         first_order_steps: Meta-steps trained first order before switching to second
             order; 0 turns it off.
         zeroing_trick: Adapt from a zero last layer, which must be a `keras.layers.Dense`.
+        inner_rule: A learned update rule (`tf_meta.optimizers.LearnedRule`) to adapt with
+            instead of gradient descent. Its weights become the learner's: the outer
+            optimizer meta-trains the inner optimizer together with the initialization
+            (`inner_learning_rate` is then unused; the rule has its own base step).
         **kwargs: Passed to `keras.Model` (`name`, ...).
 
     Raises:
@@ -99,9 +104,19 @@ class MAML(MetaLearner):
         multi_step_loss_steps: int = 0,
         first_order_steps: int = 0,
         zeroing_trick: bool = False,
+        inner_rule: LearnedRule | None = None,
         **kwargs,
     ):
         inner_learning_rate = check_positive("inner_learning_rate", inner_learning_rate)
+        if isinstance(inner_rule, dict):
+            inner_rule = keras.saving.deserialize_keras_object(inner_rule)
+        if inner_rule is not None and not isinstance(inner_rule, LearnedRule):
+            raise ValueError(
+                "`inner_rule` must be a tf_meta.optimizers.LearnedRule; received "
+                f"{type(inner_rule).__name__}."
+            )
+        if inner_rule is not None and per_step_learning_rates:
+            raise ValueError("`inner_rule` and `per_step_learning_rates` exclude each other.")
         check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             check_steps("eval_inner_steps", eval_inner_steps)
@@ -116,6 +131,7 @@ class MAML(MetaLearner):
         self.multi_step_loss_steps = int(multi_step_loss_steps)
         self.first_order_steps = int(first_order_steps)
         self.zeroing_trick = bool(zeroing_trick)
+        self.inner_rule = inner_rule
         self.step_learning_rates_variables = []
         if model.built:
             self._head_variables()
@@ -137,6 +153,8 @@ class MAML(MetaLearner):
 
     def update_rule(self) -> rules.UpdateRule:
         """The inner update rule, for the weights at `adapted_indices()`."""
+        if self.inner_rule is not None:
+            return self.inner_rule
         if self.per_step_learning_rates:
             return rules.PerStepGradientDescent(self.step_learning_rates_variables)
         return rules.GradientDescent(self.inner_learning_rate)
@@ -311,6 +329,9 @@ class MAML(MetaLearner):
             "multi_step_loss_steps": self.multi_step_loss_steps,
             "first_order_steps": self.first_order_steps,
             "zeroing_trick": self.zeroing_trick,
+            "inner_rule": None
+            if self.inner_rule is None
+            else keras.saving.serialize_keras_object(self.inner_rule),
         }
 
 

@@ -41,6 +41,11 @@ class MetaSGD(MAML):
                 "per parameter and shared by every step; use MAML(per_step_learning_rates=True) "
                 "for MAML++'s per-step rates."
             )
+        if kwargs.get("inner_rule") is not None:
+            raise ValueError(
+                "`inner_rule` does not apply to MetaSGD, whose inner rule is its learned "
+                "per-parameter rates; use MAML(inner_rule=...)."
+            )
         super().__init__(model, inner_learning_rate=inner_learning_rate, **kwargs)
         self.inner_learning_rates = []
 
