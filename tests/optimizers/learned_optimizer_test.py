@@ -121,7 +121,8 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     np.save(str(tmp_path / "targets.npy"), targets)
     program = f"""
 import numpy as np, keras, tf_meta
-inputs = np.load({str(tmp_path / "inputs.npy")!r}); targets = np.load({str(tmp_path / "targets.npy")!r})
+inputs = np.load({str(tmp_path / "inputs.npy")!r})
+targets = np.load({str(tmp_path / "targets.npy")!r})
 for index, path in enumerate({paths!r}):
     model = keras.saving.load_model(path)
     assert type(model.optimizer).__module__.startswith("tf_meta"), type(model.optimizer)

@@ -60,8 +60,8 @@ def test_truncated_meta_gradient_matches_float64_finite_differences():
     def meta_loss(weights):
         learner.rule.set_weights(weights)
         checked = learner._checked_batch(batch)
-        losses = learner._truncations(checked, 2, [None])[0]
-        return float(tf.add_n(losses) / 2)
+        (records,) = learner._truncations(checked, 2, [None])
+        return float(tf.add_n([record["loss"] for record in records]) / 2)
 
     theta = [w.numpy() for w in rule.trainable_weights]
     generator = np.random.default_rng(2)
@@ -200,6 +200,30 @@ def test_nan_inner_loss_stops_the_step_and_changes_nothing():
         learner.train_on_batch(batch)
     for a, b in zip(before, learner.weights, strict=True):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("estimator", ["truncated_backprop", "pes"])
+def test_a_diverged_run_adds_nothing_and_restarts(estimator):
+    family = _linear_family()
+    model = family.build_model()
+    rule = optimizers.MLPRule(0.01, 6, hidden_units=(4,))
+    learner = _learner(rule, model, meta_batch_size=2, truncation_length=3, estimator=estimator)
+    batch = dict(_batch(family, model, 2, 3, 6))
+    targets = batch["targets"].numpy()
+    targets[1, 1:] = 1e30  # problem 1's loss overflows after its first step
+    batch["targets"] = targets
+    before = [w.numpy() for w in rule.weights]
+    logs = learner.train_on_batch(batch, return_dict=True)
+    assert logs["diverged_runs"] == 1.0
+    assert np.isfinite(logs["loss"])
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, rule.weights, strict=True))
+    assert all(np.all(np.isfinite(w.numpy())) for w in rule.weights)
+    steps = learner._runs[0][2].numpy()
+    assert steps[0] == 3 and steps[1] == -1  # problem 1 restarts at its next truncation
+    batch["reset"] = tf.zeros([2], tf.bool)
+    batch["targets"] = _batch(family, model, 2, 3, 6)["targets"]
+    logs = learner.train_on_batch(batch, return_dict=True)
+    np.testing.assert_array_equal(learner._runs[0][2].numpy(), [6, 3])
 
 
 def test_bad_input_raises_clear_errors():

@@ -43,10 +43,14 @@ class OptimizerMetaLearner(MultiWorkerFit):
       log-probability of the truncation's actions times the reward minus the mean reward of
       the replica's problems (the baseline).
 
-    A step whose meta-loss or meta-gradient is not finite (a NaN inner loss, a diverged
-    run) fails with an `InvalidArgumentError` naming the meta-step, and changes neither the
-    rule nor the stored runs. Under a distribution strategy the problems are spread over
-    the replicas and the stored runs stay identical on all of them.
+    An inner run that diverges (its loss or weights stop being finite, the classic
+    pathology of an early learned rule) adds nothing to the meta-gradient, is counted in the
+    `diverged_runs` metric and restarts from the batch's fresh initialization at its next
+    truncation. A non-finite inner loss at the start of a truncation (NaN or infinity in the
+    data) or a non-finite meta-gradient fails the step with an `InvalidArgumentError` naming
+    the meta-step, and changes neither the rule nor the stored runs. Under a distribution
+    strategy the problems are spread over the replicas and the stored runs stay identical
+    on all of them.
 
     Args:
         rule: The `LearnedRule` to meta-train; its `training_steps` should be the run
@@ -146,6 +150,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
         )
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._final_loss_tracker = keras.metrics.Mean(name="final_inner_loss")
+        self._diverged_tracker = keras.metrics.Mean(name="diverged_runs")
         self.built = True
 
     @property
@@ -200,8 +205,8 @@ class OptimizerMetaLearner(MultiWorkerFit):
 
     @property
     def metrics(self):
-        """The meta-loss and the mean inner loss after each truncation."""
-        return [self._loss_tracker, self._final_loss_tracker]
+        """The meta-loss, the inner loss after each truncation, the diverged runs."""
+        return [self._loss_tracker, self._final_loss_tracker, self._diverged_tracker]
 
     def train_step(self, data):
         """One meta-step on a meta-batch of truncations (see the class docstring)."""
@@ -209,33 +214,51 @@ class OptimizerMetaLearner(MultiWorkerFit):
         batch = self._checked_batch(x)
         problems = batch["inputs"].shape[0]
         if self.estimator == "pes":
-            losses, finals, gradients, updates = self._pes(batch, problems)
-        elif self.estimator == "reinforce":
-            losses, finals, gradients, updates = self._reinforce(batch, problems)
+            particles, records, gradients, sums = self._pes(batch, problems)
         else:
-            losses, finals, gradients, updates = self._backpropagation(batch, problems)
-        meta_loss = tf.add_n(losses) / float(problems)
+            estimate = self._reinforce if self.estimator == "reinforce" else self._backpropagation
+            particles, gradients = estimate(batch, problems)
+            records, sums = particles[0], None
+        ok = tf.stack([record["ok"] for record in records])
+        count = tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
+        meta_loss = (
+            tf.reduce_sum(
+                tf.where(ok, tf.cast(tf.stack([r["loss"] for r in records]), tf.float32), 0.0)
+            )
+            / count
+        )
+        final = (
+            tf.reduce_sum(
+                tf.where(ok, tf.cast(tf.stack([r["final"] for r in records]), tf.float32), 0.0)
+            )
+            / count
+        )
+        starts = tf.stack([record["first"] for record in records])
         finite = tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(value)) for value in [meta_loss, *gradients]]
+            [tf.reduce_all(tf.math.is_finite(value)) for value in [starts, *gradients]]
         )
         check = tf.debugging.Assert(
             finite,
             [
                 "Meta-step",
                 self.optimizer.iterations,
-                "of OptimizerMetaLearner: the inner loss or the meta-gradient is not finite "
-                "(NaN or infinity); the rule's weights and the stored runs are unchanged.",
+                "of OptimizerMetaLearner: the inner loss at the start of a truncation is not "
+                "finite (NaN or infinity in the data?), or the meta-gradient is not; the rule's "
+                "weights and the stored runs are unchanged.",
             ],
         )
         if not self.optimizer.built:
             self.optimizer.build(self.rule.trainable_weights)
         with tf.control_dependencies([check]):
             gradients = [tf.identity(gradient) for gradient in gradients]
-            self._store(batch["slot"], updates)
+            self._store(batch["slot"], particles, ok, sums)
         with tf.control_dependencies(gradients):
             self.optimizer.apply_gradients(zip(gradients, self.rule.trainable_weights, strict=True))
         self._loss_tracker.update_state(meta_loss)
-        self._final_loss_tracker.update_state(tf.add_n(finals) / float(problems))
+        self._final_loss_tracker.update_state(final)
+        self._diverged_tracker.update_state(
+            float(problems) - tf.reduce_sum(tf.cast(ok, tf.float32))
+        )
         return {metric.name: metric.result() for metric in self.metrics}
 
     def _checked_batch(self, x):
@@ -268,7 +291,9 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 f"model's trainable weights have shapes {expected}."
             )
         self._check_gradient(x["inputs"][0, 0], x["targets"][0, 0])
-        return {**x, "initial_weights": initial}
+        # A run that diverged in its last truncation (stored step -1) restarts.
+        restart = x["reset"] | (tf.gather(self._runs[0][2].value, x["slot"]) < 0)
+        return {**x, "initial_weights": initial, "restart": restart}
 
     def _check_gradient(self, inputs, targets) -> None:
         """A ValueError if the inner loss does not depend on any trainable weight.
@@ -301,23 +326,22 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 weight offsets per problem.
 
         Returns:
-            `(losses, finals, updates, rewards)`: per particle and problem (flattened,
-            particle major) the truncation's meta-loss and last inner loss; per particle
-            the new rows of the stored runs; per problem the decrease of the log loss and
-            the log-probability of the actions taken (under `"reinforce"`).
+            Per particle, one record per problem: `loss` (the truncation's meta-loss),
+            `final` (the last inner loss), `first` (the log loss before the first step),
+            `ok` (whether the run stayed finite), `row` (the new stored weights, state
+            and step) and, under `"reinforce"`, `gain` (the log-probability of the actions
+            taken).
         """
-        losses, finals, updates, rewards = [], [], [], []
+        particles = []
         for particle, offsets in enumerate(perturbations):
             weights, states, steps, example = self._runs[particle]
-            new_rows = []
+            records = []
             for problem in range(problems):
-                reset = batch["reset"][problem]
+                restart = batch["restart"][problem]
                 slot = batch["slot"][problem]
-                initial = [
-                    tf.cast(value[problem], value.dtype) for value in batch["initial_weights"]
-                ]
+                initial = [value[problem] for value in batch["initial_weights"]]
                 stored = [variable.value[slot] for variable in weights]
-                start = [tf.where(reset, a, b) for a, b in zip(initial, stored, strict=True)]
+                start = [tf.where(restart, a, b) for a, b in zip(initial, stored, strict=True)]
                 if self.estimator == "reinforce":
                     seed = tf.stack(
                         [slot + 7919 * self.seed, tf.cast(self.optimizer.iterations, tf.int32)]
@@ -328,9 +352,9 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 fresh = tf.nest.flatten(fresh)
                 saved = [variable.value[slot] for variable in states]
                 state = tf.nest.pack_sequence_as(
-                    example, [tf.where(reset, a, b) for a, b in zip(fresh, saved, strict=True)]
+                    example, [tf.where(restart, a, b) for a, b in zip(fresh, saved, strict=True)]
                 )
-                step = tf.where(reset, 0, steps.value[slot])
+                step = tf.where(restart, 0, steps.value[slot])
                 mapping = None
                 if offsets is not None:
                     mapping = [
@@ -342,14 +366,22 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 loss, final, end, end_state, first = self._truncation(
                     batch["inputs"][problem], batch["targets"][problem], start, state, step, mapping
                 )
+                ok = tf.reduce_all(
+                    [tf.reduce_all(tf.math.is_finite(value)) for value in [loss, final, *end]]
+                )
+                record = {
+                    "loss": loss,
+                    "final": final,
+                    "first": first,
+                    "ok": ok,
+                    "row": (end, tf.nest.flatten(end_state), step + self.truncation_length),
+                }
                 if self.estimator == "reinforce":
                     gain = self.rule.log_probability(end_state) - self.rule.log_probability(state)
-                    rewards.append((first - loss, gain))
-                losses.append(loss)
-                finals.append(final)
-                new_rows.append((end, tf.nest.flatten(end_state), step + self.truncation_length))
-            updates.append(new_rows)
-        return losses, finals, updates, rewards
+                    record["gain"] = gain
+                records.append(record)
+            particles.append(records)
+        return particles
 
     def _truncation(self, inputs, targets, weights, state, step, mapping):
         """One problem's truncation: `(meta_loss, final_loss, weights, state, first)`.
@@ -410,8 +442,14 @@ class OptimizerMetaLearner(MultiWorkerFit):
         return meta_loss, final, weights, state, first
 
     def _pes(self, batch, problems):
-        """PES: antithetic truncations, and the estimate accumulated over each run."""
-        slots, reset = batch["slot"], batch["reset"]
+        """PES: antithetic truncations, and the estimate accumulated over each run.
+
+        Returns:
+            `(particles, records, gradients, sums)`: the two particles' records, one
+            record per problem (the mean of the two losses, `ok` if both runs stayed
+            finite), the estimate, and the new accumulated perturbations.
+        """
+        slots, restart = batch["slot"], batch["restart"]
         offsets = []
         for problem in range(problems):
             seed = tf.stack(
@@ -432,50 +470,77 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 ]
             )
         negative = [[-offset for offset in problem] for problem in offsets]
-        losses, finals, updates, _ = self._truncations(batch, problems, [offsets, negative])
-        positive_losses, negative_losses = losses[:problems], losses[problems:]
+        particles = self._truncations(batch, problems, [offsets, negative])
+        positive, negative = particles
         gradients = [tf.zeros_like(weight) for weight in self.rule.trainable_weights]
-        sums = []
-        for problem in range(problems):
+        sums, records = [], []
+        for problem, (plus, minus) in enumerate(zip(positive, negative, strict=True)):
             accumulated = [
-                tf.where(reset[problem], offset, variable.value[slots[problem]] + offset)
+                tf.where(restart[problem], offset, variable.value[slots[problem]] + offset)
                 for variable, offset in zip(self._perturbation_sums, offsets[problem], strict=True)
             ]
             sums.append(accumulated)
-            difference = positive_losses[problem] - negative_losses[problem]
+            ok = plus["ok"] & minus["ok"]
+            difference = plus["loss"] - minus["loss"]
+            difference = tf.where(ok, difference, tf.zeros_like(difference))
             scale = difference / (2.0 * self.perturbation_std**2 * self.meta_batch_size)
             gradients = [
                 g + tf.cast(scale, g.dtype) * a for g, a in zip(gradients, accumulated, strict=True)
             ]
-        updates.append(sums)
-        averaged = [(a + b) / 2.0 for a, b in zip(positive_losses, negative_losses, strict=True)]
-        return averaged, finals[:problems], gradients, updates
+            records.append(
+                {
+                    "loss": (plus["loss"] + minus["loss"]) / 2.0,
+                    "final": plus["final"],
+                    "first": tf.stack([plus["first"], minus["first"]]),
+                    "ok": ok,
+                }
+            )
+        return particles, records, gradients, sums
 
     def _reinforce(self, batch, problems):
-        """REINFORCE on the actions of a stochastic rule, with the mean reward as baseline."""
+        """REINFORCE on the actions of a stochastic rule, with the mean reward as baseline.
+
+        Runs that diverged get no weight, and are left out of the baseline.
+        """
         with tf.GradientTape() as tape:
-            losses, finals, updates, rewards = self._truncations(batch, problems, [None])
-            returns = tf.stack([reward for reward, _ in rewards])
-            advantages = tf.stop_gradient(returns - tf.reduce_mean(returns))
+            (records,) = self._truncations(batch, problems, [None])
+            ok = tf.stack([record["ok"] for record in records])
+            returns = tf.stack([record["first"] - record["loss"] for record in records])
+            returns = tf.where(ok, returns, tf.zeros_like(returns))
+            count = tf.maximum(tf.reduce_sum(tf.cast(ok, returns.dtype)), 1.0)
+            advantages = returns - tf.reduce_sum(returns) / count
+            advantages = tf.where(ok, advantages, tf.zeros_like(advantages))
+            advantages = tf.stop_gradient(advantages)
             surrogate = (
                 -tf.add_n(
                     [
-                        advantage * gain
-                        for advantage, (_, gain) in zip(
-                            tf.unstack(advantages), rewards, strict=True
-                        )
+                        tf.cast(advantage, record["gain"].dtype) * record["gain"]
+                        for advantage, record in zip(tf.unstack(advantages), records, strict=True)
                     ]
                 )
                 / self.meta_batch_size
             )
-        return losses, finals, self._gradients(tape, surrogate), updates
+        return [records], self._gradients(tape, surrogate)
 
     def _backpropagation(self, batch, problems):
-        """Truncated backpropagation through every problem's truncation."""
-        with tf.GradientTape() as tape:
-            losses, finals, updates, _ = self._truncations(batch, problems, [None])
-            loss = tf.add_n(losses) / self.meta_batch_size
-        return losses, finals, self._gradients(tape, loss), updates
+        """Truncated backpropagation, problem by problem: a diverged run adds nothing."""
+        with tf.GradientTape(persistent=True) as tape:
+            (records,) = self._truncations(batch, problems, [None])
+        gradients = [tf.zeros_like(weight) for weight in self.rule.trainable_weights]
+        for record in records:
+            contribution = [
+                value / self.meta_batch_size for value in self._gradients(tape, record["loss"])
+            ]
+            ok = record["ok"] & tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(value)) for value in contribution]
+            )
+            record["ok"] = ok
+            gradients = [
+                total + tf.where(ok, value, tf.zeros_like(value))
+                for total, value in zip(gradients, contribution, strict=True)
+            ]
+        del tape
+        return [records], gradients
 
     def _gradients(self, tape, target):
         """The gradient of `target` for every rule weight (zeros where it does not reach)."""
@@ -485,19 +550,21 @@ class OptimizerMetaLearner(MultiWorkerFit):
             for gradient, weight in zip(gradients, self.rule.trainable_weights, strict=True)
         ]
 
-    def _store(self, slots, updates) -> None:
-        """Writes the problems' new rows into the stored runs, on every replica alike."""
+    def _store(self, slots, particles, ok, sums) -> None:
+        """Writes the problems' new rows into the stored runs, on every replica alike.
+
+        A diverged run (not `ok`) is stored with step -1, so that it restarts.
+        """
         assignments = []
-        for particle in range(self._particles):
-            weights, states, steps, _ = self._runs[particle]
-            rows = updates[particle]
+        for (weights, states, steps, _), records in zip(self._runs, particles, strict=True):
+            rows = [record["row"] for record in records]
             columns = [[row[0][index] for row in rows] for index in range(len(weights))] + [
                 [row[1][index] for row in rows] for index in range(len(states))
             ]
             assignments += list(zip(weights + states, columns, strict=True))
-            assignments.append((steps, [row[2] for row in rows]))
-        if self.estimator == "pes":
-            sums = updates[self._particles]
+            new_steps = tf.where(ok, tf.stack([row[2] for row in rows]), -1)
+            assignments.append((steps, tf.unstack(new_steps)))
+        if sums is not None:
             assignments += [
                 (variable, [problem[index] for problem in sums])
                 for index, variable in enumerate(self._perturbation_sums)

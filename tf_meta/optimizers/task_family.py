@@ -123,8 +123,9 @@ class TaskFamily:
             An infinite `tf.data.Dataset` of dictionaries: `inputs` and `targets`
             `[meta_batch_size, truncation_length + 1, batch_size, ...]` (the last minibatch
             measures the loss after the truncation's last step), `reset` `[meta_batch_size]`,
-            `slot` (each problem's index) and `initial_weights`, one array per trainable
-            weight with a leading `meta_batch_size` axis.
+            `slot` (each problem's index) and `initial_weights`, a fresh initialization (one
+            array per trainable weight with a leading `meta_batch_size` axis), which a run
+            starts from at a reset or after diverging.
 
         Raises:
             ValueError: If a length is not a positive integer or `run_length` is not a
@@ -146,8 +147,6 @@ class TaskFamily:
         generator = np.random.default_rng(seed)
         example_inputs, example_targets = self.task(np.random.default_rng(seed))
 
-        placeholders = [np.zeros(v.shape, v.dtype) for v in model.trainable_weights]
-
         def elements():
             tasks = [None] * meta_batch_size
             # Staggered starts: slot i begins at truncation i * truncations // slots.
@@ -160,7 +159,8 @@ class TaskFamily:
                         tasks[slot] = self.task(generator)
                         first[slot] = False
                     inputs, targets = self.batches(tasks[slot], truncation_length + 1, generator)
-                    initial = self.initial_weights(model, generator) if reset else placeholders
+                    # Every step carries one: a diverged run restarts from it.
+                    initial = self.initial_weights(model, generator)
                     positions[slot] = (positions[slot] + 1) % truncations
                     yield {
                         "inputs": inputs,
