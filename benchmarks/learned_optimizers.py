@@ -2,7 +2,8 @@
 
 For each family (`--families`): tunes Adam's and SGD-momentum's learning rates with
 KerasTuner's Bayesian optimization (equal trial budgets), meta-trains `MLPRule` (starting
-as tuned Adam) and `LSTMRule` with `OptimizerMetaLearner`, and compares all four on
+as tuned Adam), `LSTMRule` and `ControllerRule` (starting as tuned SGD with momentum) with
+`OptimizerMetaLearner` (truncated backpropagation), and compares all of them on
 held-out tasks in three settings: the meta-training horizon, 5x that horizon (the learned
 optimizers told the longer `training_steps`), and a network twice as wide and twice as deep.
 Then measures the per-step cost of `LearnedOptimizer` against Adam in an ordinary `fit` of
@@ -55,7 +56,7 @@ def _family(name):
         )
     trained, seconds = {}, {}
     for rule_name in FLAGS.rules:
-        rule = job.make_rule(rule_name, rates["adam"], steps, 0)
+        rule = job.make_rule(rule_name, rates, steps, 0)
         learner, seconds[rule_name] = job.meta_train(
             rule,
             train,
@@ -69,6 +70,14 @@ def _family(name):
         )
         trained[rule_name] = learner.rule
         np.savez(os.path.join(directory, f"{rule_name}_rule.npz"), *learner.rule.get_weights())
+    if "controller" in trained:
+        job.plot_schedule(
+            test,
+            trained["controller"],
+            steps,
+            1,
+            os.path.join(directory, "controller_schedule.png"),
+        )
     settings = {
         "in distribution": (test, steps, None),
         "5x horizon": (test, 5 * steps, None),

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("family", "sinusoid", ["sinusoid", "omniglot"], "The task family.")
-flags.DEFINE_list("rules", ["mlp", "lstm"], "Rules to meta-train: mlp, lstm.")
+flags.DEFINE_list("rules", ["mlp", "lstm", "controller"], "Rules: mlp, lstm, controller.")
 flags.DEFINE_integer("meta_steps", 1000, "Meta-training steps of each rule.")
 flags.DEFINE_integer("run_length", 200, "Inner steps of a run (meta-training and evaluation).")
 flags.DEFINE_integer("truncation_length", 20, "Inner steps per meta-step.")
@@ -228,13 +228,55 @@ def plot(results, path, title) -> None:
     plt.close(figure)
 
 
-def make_rule(name, learning_rate, run_length, seed):
-    """A new rule by flag name: `mlp` (base step `learning_rate`) or `lstm`."""
+def schedule(family, rule, steps, seed):
+    """The learning rate and momentum a meta-trained controller chooses on a held-out task.
+
+    Returns:
+        `(rates, momenta)`, each `[steps, variables]`.
+    """
+    task = family.task(np.random.default_rng(seed))
+    model = family.build_model()
+    optimizer = optimizers.HyperparameterController(rule=rule, training_steps=steps)
+    model.compile(optimizer=optimizer, loss=family.loss)
+    inputs, targets = family.batches(task, steps, np.random.default_rng(seed))
+    rates, momenta = [], []
+    for step in range(steps):
+        model.train_on_batch(inputs[step], targets[step])
+        values = list(optimizer.hyperparameters().values())
+        rates.append([rate for rate, _ in values])
+        momenta.append([momentum for _, momentum in values])
+    return np.array(rates), np.array(momenta)
+
+
+def plot_schedule(family, rule, steps, seed, path) -> None:
+    """A PNG of the controller's learned schedule, one line per weight tensor."""
+    rates, momenta = schedule(family, rule, steps, seed)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(rates)
+    top.set_yscale("log")
+    top.set_ylabel("learning rate")
+    bottom.plot(momenta)
+    bottom.set_ylabel("momentum")
+    bottom.set_xlabel("training step")
+    top.set_title(f"Learned schedule on a held-out task, {family.name}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def make_rule(name, rates, run_length, seed):
+    """A new rule by flag name.
+
+    `mlp` starts as Adam at tuned Adam's rate, `controller` as SGD with momentum 0.9 at
+    tuned SGD's rate; `lstm` starts from random weights, as in Andrychowicz et al.
+    """
     if name == "mlp":
-        return optimizers.MLPRule(learning_rate=learning_rate, training_steps=run_length, seed=seed)
+        return optimizers.MLPRule(rates["adam"], run_length, seed=seed)
+    if name == "controller":
+        return optimizers.ControllerRule(rates["sgd"], run_length, seed=seed)
     if name == "lstm":
         return optimizers.LSTMRule(training_steps=run_length, seed=seed)
-    raise ValueError(f"Unknown rule {name!r}: expected mlp or lstm.")
+    raise ValueError(f"Unknown rule {name!r}: expected mlp, lstm or controller.")
 
 
 def baselines(adam_rate, sgd_rate):
@@ -247,7 +289,11 @@ def baselines(adam_rate, sgd_rate):
 
 def learned(trained_rules, run_length):
     """The meta-trained rules as Keras optimizers for runs of `run_length` steps."""
-    classes = {"mlp": optimizers.LearnedOptimizer, "lstm": optimizers.LSTMOptimizer}
+    classes = {
+        "mlp": optimizers.LearnedOptimizer,
+        "lstm": optimizers.LSTMOptimizer,
+        "controller": optimizers.HyperparameterController,
+    }
     return {
         f"{type(optimizer_class(rule=rule)).__name__} (meta-trained)": (
             lambda optimizer_class=optimizer_class, rule=rule: optimizer_class(
@@ -281,7 +327,7 @@ def main(argv):
         )
     trained, seconds = {}, {}
     for name in FLAGS.rules:
-        rule = make_rule(name, rates["adam"], steps, FLAGS.seed)
+        rule = make_rule(name, rates, steps, FLAGS.seed)
         learner, seconds[name] = meta_train(
             rule,
             train,
@@ -312,6 +358,14 @@ def main(argv):
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as file:
         json.dump({"rates": rates, "meta_seconds": seconds, "rows": rows}, file, indent=1)
     plot(results, os.path.join(FLAGS.output_dir, "curves.png"), f"held-out tasks, {train.name}")
+    if "controller" in trained:
+        plot_schedule(
+            test,
+            trained["controller"],
+            steps,
+            FLAGS.seed + 1,
+            os.path.join(FLAGS.output_dir, "controller_schedule.png"),
+        )
 
 
 def run():

@@ -213,29 +213,29 @@ class OptimizerMetaLearner(MultiWorkerFit):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         batch = self._checked_batch(x)
         problems = batch["inputs"].shape[0]
-        if self.estimator == "pes":
-            particles, records, gradients, sums = self._pes(batch, problems)
+        # One problem at a time in a tf.map_fn: the graph holds one problem, whatever
+        # meta_batch_size is, and each problem brings its own share of the meta-gradient.
+        results = self._map_problems(batch)
+        ok = results["ok"]
+        if self.estimator == "reinforce":
+            rewards = tf.where(ok, results["reward"], tf.zeros_like(results["reward"]))
+            count = tf.maximum(tf.reduce_sum(tf.cast(ok, rewards.dtype)), 1.0)
+            advantages = rewards - tf.reduce_sum(rewards) / count
+            advantages = tf.where(ok, advantages, tf.zeros_like(advantages))
+            gradients = [
+                -tf.tensordot(tf.cast(advantages, g.dtype), g, axes=1) / self.meta_batch_size
+                for g in results["gradients"]
+            ]
         else:
-            estimate = self._reinforce if self.estimator == "reinforce" else self._backpropagation
-            particles, gradients = estimate(batch, problems)
-            records, sums = particles[0], None
-        ok = tf.stack([record["ok"] for record in records])
+            gradients = [tf.reduce_sum(g, axis=0) for g in results["gradients"]]
         count = tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
-        meta_loss = (
-            tf.reduce_sum(
-                tf.where(ok, tf.cast(tf.stack([r["loss"] for r in records]), tf.float32), 0.0)
-            )
-            / count
-        )
-        final = (
-            tf.reduce_sum(
-                tf.where(ok, tf.cast(tf.stack([r["final"] for r in records]), tf.float32), 0.0)
-            )
-            / count
-        )
-        starts = tf.stack([record["first"] for record in records])
+
+        def mean_of_finished(values):
+            values = tf.cast(values, tf.float32)
+            return tf.reduce_sum(tf.where(ok, values, tf.zeros_like(values))) / count
+
         finite = tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(value)) for value in [starts, *gradients]]
+            [tf.reduce_all(tf.math.is_finite(v)) for v in [results["first"], *gradients]]
         )
         check = tf.debugging.Assert(
             finite,
@@ -251,11 +251,11 @@ class OptimizerMetaLearner(MultiWorkerFit):
             self.optimizer.build(self.rule.trainable_weights)
         with tf.control_dependencies([check]):
             gradients = [tf.identity(gradient) for gradient in gradients]
-            self._store(batch["slot"], particles, ok, sums)
+            self._store(batch["slot"], results)
         with tf.control_dependencies(gradients):
             self.optimizer.apply_gradients(zip(gradients, self.rule.trainable_weights, strict=True))
-        self._loss_tracker.update_state(meta_loss)
-        self._final_loss_tracker.update_state(final)
+        self._loss_tracker.update_state(mean_of_finished(results["loss"]))
+        self._final_loss_tracker.update_state(mean_of_finished(results["final"]))
         self._diverged_tracker.update_state(
             float(problems) - tf.reduce_sum(tf.cast(ok, tf.float32))
         )
@@ -316,72 +316,149 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 "the task family yields no gradient to optimize."
             )
 
-    def _truncations(self, batch, problems, perturbations):
-        """Runs every problem's truncation, once per particle.
+    def _map_problems(self, batch):
+        """`_problem` for every problem of the batch, stacked along a first axis."""
+        elements = {
+            key: batch[key] for key in ("inputs", "targets", "restart", "slot", "initial_weights")
+        }
+        return tf.map_fn(self._problem, elements, fn_output_signature=self._signature())
 
-        Args:
-            batch: The checked meta-batch.
-            problems: The number of problems on this replica.
-            perturbations: Per particle, None (the rule as it is) or one list of rule
-                weight offsets per problem.
+    def _signature(self):
+        """The structure and dtypes `_problem` returns (for `tf.map_fn`)."""
+        dtype = self._loss_dtype
+
+        def spec(value):
+            return tf.TensorSpec(value.shape, value.dtype)
+
+        runs = [
+            (
+                [spec(v) for v in self.model.trainable_weights],
+                [tf.TensorSpec(v.shape[1:], v.dtype) for v in states],
+            )
+            for _, states, _, _ in self._runs
+        ]
+        signature = {
+            "loss": tf.TensorSpec((), dtype),
+            "final": tf.TensorSpec((), dtype),
+            "first": tf.TensorSpec((self._particles,), dtype),
+            "ok": tf.TensorSpec((), tf.bool),
+            "reward": tf.TensorSpec((), dtype),
+            "gradients": [spec(w) for w in self.rule.trainable_weights],
+            "weights": [weights for weights, _ in runs],
+            "states": [states for _, states in runs],
+            "steps": tf.TensorSpec((self._particles,), tf.int32),
+        }
+        if self.estimator == "pes":
+            signature["sums"] = [spec(w) for w in self.rule.trainable_weights]
+        return signature
+
+    def _problem(self, element):
+        """One problem's truncation (twice under PES) and its share of the meta-gradient.
 
         Returns:
-            Per particle, one record per problem: `loss` (the truncation's meta-loss),
-            `final` (the last inner loss), `first` (the log loss before the first step),
-            `ok` (whether the run stayed finite), `row` (the new stored weights, state
-            and step) and, under `"reinforce"`, `gain` (the log-probability of the actions
-            taken).
+            A dictionary (see `_signature`): the meta-loss (the mean of both particles'
+            under PES), the last inner loss, the log loss before the first step of each
+            particle, whether the run stayed finite (`ok`), the reward (decrease of the log
+            loss, for REINFORCE), the gradient share (zero for a diverged run; under
+            REINFORCE, the gradient of the actions' log-probability), and the new stored
+            weights, states, steps and, under PES, accumulated perturbations.
         """
-        particles = []
+        weights = self.rule.trainable_weights
+        if self.estimator == "pes":
+            seed = tf.stack(
+                [tf.cast(self.optimizer.iterations, tf.int32) + self.seed * 7919, element["slot"]]
+            )
+            offsets = [
+                self.perturbation_std
+                * tf.random.stateless_normal(
+                    w.shape, tf.random.experimental.stateless_fold_in(seed, i), dtype=w.dtype
+                )
+                for i, w in enumerate(weights)
+            ]
+            perturbations = [offsets, [-offset for offset in offsets]]
+        else:
+            perturbations = [None]
+        runs, gradients = [], None
         for particle, offsets in enumerate(perturbations):
-            weights, states, steps, example = self._runs[particle]
-            records = []
-            for problem in range(problems):
-                restart = batch["restart"][problem]
-                slot = batch["slot"][problem]
-                initial = [value[problem] for value in batch["initial_weights"]]
-                stored = [variable.value[slot] for variable in weights]
-                start = [tf.where(restart, a, b) for a, b in zip(initial, stored, strict=True)]
-                if self.estimator == "reinforce":
-                    seed = tf.stack(
-                        [slot + 7919 * self.seed, tf.cast(self.optimizer.iterations, tf.int32)]
-                    )
-                    fresh = self.rule.seeded_init(start, seed, self.perturbation_std)
-                else:
-                    fresh = self.rule.init(start)
-                fresh = tf.nest.flatten(fresh)
-                saved = [variable.value[slot] for variable in states]
-                state = tf.nest.pack_sequence_as(
-                    example, [tf.where(restart, a, b) for a, b in zip(fresh, saved, strict=True)]
-                )
-                step = tf.where(restart, 0, steps.value[slot])
-                mapping = None
-                if offsets is not None:
-                    mapping = [
-                        (variable, variable.value + offset)
-                        for variable, offset in zip(
-                            self.rule.trainable_weights, offsets[problem], strict=True
-                        )
-                    ]
-                loss, final, end, end_state, first = self._truncation(
-                    batch["inputs"][problem], batch["targets"][problem], start, state, step, mapping
-                )
-                ok = tf.reduce_all(
-                    [tf.reduce_all(tf.math.is_finite(value)) for value in [loss, final, *end]]
-                )
-                record = {
-                    "loss": loss,
-                    "final": final,
-                    "first": first,
-                    "ok": ok,
-                    "row": (end, tf.nest.flatten(end_state), step + self.truncation_length),
-                }
-                if self.estimator == "reinforce":
-                    gain = self.rule.log_probability(end_state) - self.rule.log_probability(state)
-                    record["gain"] = gain
-                records.append(record)
-            particles.append(records)
-        return particles
+            with tf.GradientTape() as tape:
+                run = self._particle_truncation(element, particle, offsets)
+                target = run["gain"] if self.estimator == "reinforce" else run["loss"]
+            if self.estimator != "pes":
+                gradients = self._gradients(tape, target)
+            runs.append(run)
+        ok = tf.reduce_all(
+            [
+                tf.reduce_all(tf.math.is_finite(value))
+                for run in runs
+                for value in [run["loss"], run["final"], *run["weights"]]
+            ]
+            + [tf.reduce_all(tf.math.is_finite(g)) for g in gradients or []]
+        )
+        dtype = self._loss_dtype
+        result = {
+            "loss": tf.add_n([run["loss"] for run in runs]) / len(runs),
+            "final": tf.cast(runs[0]["final"], dtype),
+            "first": tf.stack([run["first"] for run in runs]),
+            "ok": ok,
+            "reward": runs[0]["first"] - runs[0]["loss"],
+            "weights": [run["weights"] for run in runs],
+            "states": [run["states"] for run in runs],
+            "steps": tf.where(ok, tf.stack([run["step"] for run in runs]), -1),
+        }
+        if self.estimator == "pes":
+            sums = [
+                tf.where(element["restart"], offset, variable.value[element["slot"]] + offset)
+                for variable, offset in zip(self._perturbation_sums, perturbations[0], strict=True)
+            ]
+            difference = runs[0]["loss"] - runs[1]["loss"]
+            scale = difference / (2.0 * self.perturbation_std**2 * self.meta_batch_size)
+            scale = tf.where(ok, scale, tf.zeros_like(scale))
+            result["sums"] = sums
+            gradients = [tf.cast(scale, total.dtype) * total for total in sums]
+        elif self.estimator == "truncated_backprop":
+            gradients = [g / self.meta_batch_size for g in gradients]
+        result["gradients"] = [tf.where(ok, g, tf.zeros_like(g)) for g in gradients]
+        return result
+
+    def _particle_truncation(self, element, particle, offsets):
+        """One run's truncation, from its stored state or, at a restart, a fresh one."""
+        weights, states, steps, example = self._runs[particle]
+        restart, slot = element["restart"], element["slot"]
+        stored = [variable.value[slot] for variable in weights]
+        start = [
+            tf.where(restart, a, b) for a, b in zip(element["initial_weights"], stored, strict=True)
+        ]
+        if self.estimator == "reinforce":
+            seed = tf.stack([slot + 7919 * self.seed, tf.cast(self.optimizer.iterations, tf.int32)])
+            fresh = self.rule.seeded_init(start, seed, self.perturbation_std)
+        else:
+            fresh = self.rule.init(start)
+        saved = [variable.value[slot] for variable in states]
+        state = tf.nest.pack_sequence_as(
+            example,
+            [tf.where(restart, a, b) for a, b in zip(tf.nest.flatten(fresh), saved, strict=True)],
+        )
+        step = tf.where(restart, 0, steps.value[slot])
+        mapping = None
+        if offsets is not None:
+            mapping = [
+                (variable, variable.value + offset)
+                for variable, offset in zip(self.rule.trainable_weights, offsets, strict=True)
+            ]
+        loss, final, end, end_state, first = self._truncation(
+            element["inputs"], element["targets"], start, state, step, mapping
+        )
+        run = {
+            "loss": loss,
+            "final": final,
+            "first": first,
+            "weights": end,
+            "states": tf.nest.flatten(end_state),
+            "step": step + self.truncation_length,
+        }
+        if self.estimator == "reinforce":
+            run["gain"] = self.rule.log_probability(end_state) - self.rule.log_probability(state)
+        return run
 
     def _truncation(self, inputs, targets, weights, state, step, mapping):
         """One problem's truncation: `(meta_loss, final_loss, weights, state, first)`.
@@ -441,107 +518,6 @@ class OptimizerMetaLearner(MultiWorkerFit):
         ) / self.truncation_length
         return meta_loss, final, weights, state, first
 
-    def _pes(self, batch, problems):
-        """PES: antithetic truncations, and the estimate accumulated over each run.
-
-        Returns:
-            `(particles, records, gradients, sums)`: the two particles' records, one
-            record per problem (the mean of the two losses, `ok` if both runs stayed
-            finite), the estimate, and the new accumulated perturbations.
-        """
-        slots, restart = batch["slot"], batch["restart"]
-        offsets = []
-        for problem in range(problems):
-            seed = tf.stack(
-                [
-                    tf.cast(self.optimizer.iterations, tf.int32) + self.seed * 7919,
-                    slots[problem],
-                ]
-            )
-            offsets.append(
-                [
-                    self.perturbation_std
-                    * tf.random.stateless_normal(
-                        weight.shape,
-                        tf.random.experimental.stateless_fold_in(seed, index),
-                        dtype=weight.dtype,
-                    )
-                    for index, weight in enumerate(self.rule.trainable_weights)
-                ]
-            )
-        negative = [[-offset for offset in problem] for problem in offsets]
-        particles = self._truncations(batch, problems, [offsets, negative])
-        positive, negative = particles
-        gradients = [tf.zeros_like(weight) for weight in self.rule.trainable_weights]
-        sums, records = [], []
-        for problem, (plus, minus) in enumerate(zip(positive, negative, strict=True)):
-            accumulated = [
-                tf.where(restart[problem], offset, variable.value[slots[problem]] + offset)
-                for variable, offset in zip(self._perturbation_sums, offsets[problem], strict=True)
-            ]
-            sums.append(accumulated)
-            ok = plus["ok"] & minus["ok"]
-            difference = plus["loss"] - minus["loss"]
-            difference = tf.where(ok, difference, tf.zeros_like(difference))
-            scale = difference / (2.0 * self.perturbation_std**2 * self.meta_batch_size)
-            gradients = [
-                g + tf.cast(scale, g.dtype) * a for g, a in zip(gradients, accumulated, strict=True)
-            ]
-            records.append(
-                {
-                    "loss": (plus["loss"] + minus["loss"]) / 2.0,
-                    "final": plus["final"],
-                    "first": tf.stack([plus["first"], minus["first"]]),
-                    "ok": ok,
-                }
-            )
-        return particles, records, gradients, sums
-
-    def _reinforce(self, batch, problems):
-        """REINFORCE on the actions of a stochastic rule, with the mean reward as baseline.
-
-        Runs that diverged get no weight, and are left out of the baseline.
-        """
-        with tf.GradientTape() as tape:
-            (records,) = self._truncations(batch, problems, [None])
-            ok = tf.stack([record["ok"] for record in records])
-            returns = tf.stack([record["first"] - record["loss"] for record in records])
-            returns = tf.where(ok, returns, tf.zeros_like(returns))
-            count = tf.maximum(tf.reduce_sum(tf.cast(ok, returns.dtype)), 1.0)
-            advantages = returns - tf.reduce_sum(returns) / count
-            advantages = tf.where(ok, advantages, tf.zeros_like(advantages))
-            advantages = tf.stop_gradient(advantages)
-            surrogate = (
-                -tf.add_n(
-                    [
-                        tf.cast(advantage, record["gain"].dtype) * record["gain"]
-                        for advantage, record in zip(tf.unstack(advantages), records, strict=True)
-                    ]
-                )
-                / self.meta_batch_size
-            )
-        return [records], self._gradients(tape, surrogate)
-
-    def _backpropagation(self, batch, problems):
-        """Truncated backpropagation, problem by problem: a diverged run adds nothing."""
-        with tf.GradientTape(persistent=True) as tape:
-            (records,) = self._truncations(batch, problems, [None])
-        gradients = [tf.zeros_like(weight) for weight in self.rule.trainable_weights]
-        for record in records:
-            contribution = [
-                value / self.meta_batch_size for value in self._gradients(tape, record["loss"])
-            ]
-            ok = record["ok"] & tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(value)) for value in contribution]
-            )
-            record["ok"] = ok
-            gradients = [
-                total + tf.where(ok, value, tf.zeros_like(value))
-                for total, value in zip(gradients, contribution, strict=True)
-            ]
-        del tape
-        return [records], gradients
-
     def _gradients(self, tape, target):
         """The gradient of `target` for every rule weight (zeros where it does not reach)."""
         gradients = tape.gradient(target, self.rule.trainable_weights)
@@ -550,31 +526,23 @@ class OptimizerMetaLearner(MultiWorkerFit):
             for gradient, weight in zip(gradients, self.rule.trainable_weights, strict=True)
         ]
 
-    def _store(self, slots, particles, ok, sums) -> None:
+    def _store(self, slots, results) -> None:
         """Writes the problems' new rows into the stored runs, on every replica alike.
 
-        A diverged run (not `ok`) is stored with step -1, so that it restarts.
+        A diverged run was given step -1, so that it restarts.
         """
         assignments = []
-        for (weights, states, steps, _), records in zip(self._runs, particles, strict=True):
-            rows = [record["row"] for record in records]
-            columns = [[row[0][index] for row in rows] for index in range(len(weights))] + [
-                [row[1][index] for row in rows] for index in range(len(states))
-            ]
-            assignments += list(zip(weights + states, columns, strict=True))
-            new_steps = tf.where(ok, tf.stack([row[2] for row in rows]), -1)
-            assignments.append((steps, tf.unstack(new_steps)))
-        if sums is not None:
-            assignments += [
-                (variable, [problem[index] for problem in sums])
-                for index, variable in enumerate(self._perturbation_sums)
-            ]
+        for particle, (weights, states, steps, _) in enumerate(self._runs):
+            assignments += list(zip(weights, results["weights"][particle], strict=True))
+            assignments += list(zip(states, results["states"][particle], strict=True))
+            assignments.append((steps, results["steps"][:, particle]))
+        if self.estimator == "pes":
+            assignments += list(zip(self._perturbation_sums, results["sums"], strict=True))
         context = tf.distribute.get_replica_context()
         gathered = tf.distribute.get_strategy().num_replicas_in_sync > 1
         if gathered:
             slots = context.all_gather(slots, axis=0)
         for variable, values in assignments:
-            values = tf.stack(values)
             if gathered:
                 values = context.all_gather(values, axis=0)
             variable.assign(tf.tensor_scatter_nd_update(variable.value, slots[:, None], values))
