@@ -72,3 +72,31 @@ def test_scaling_smoke_prints_every_configuration(omniglot_dir):
         "BackupAndRestore: ",
     ):
         assert row in completed.stdout, completed.stdout
+
+
+@pytest.mark.slow
+def test_learned_optimizers_smoke_reports_every_setting(omniglot_dir, tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCHMARKS, "learned_optimizers.py"),
+            "--smoke",
+            f"--output_dir={tmp_path}",
+        ],
+        env={**os.environ, "TF_META_DATA_DIR": omniglot_dir, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for row in (
+        ": in distribution",
+        ": 5x horizon",
+        ": 2x wider and deeper",
+        "| LearnedOptimizer (meta-trained) |",
+        "| LSTMOptimizer (meta-trained) |",
+        "| HyperparameterController (meta-trained) |",
+        "Ratio LearnedOptimizer / Adam:",
+    ):
+        assert row in completed.stdout, completed.stdout
