@@ -31,7 +31,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("family", "sinusoid", ["sinusoid", "omniglot"], "The task family.")
+flags.DEFINE_enum(
+    "family",
+    "sinusoid",
+    ["sinusoid", "omniglot", "omniglot_conv"],
+    "The task family: sinusoid regression by an MLP, 5-way Omniglot by an MLP on the pixels or "
+    "by a small conv net.",
+)
 flags.DEFINE_list("rules", ["mlp", "lstm", "controller"], "Rules: mlp, lstm, controller.")
 flags.DEFINE_integer("meta_steps", 1000, "Meta-training steps of each rule.")
 flags.DEFINE_integer("run_length", 200, "Inner steps of a run (meta-training and evaluation).")
@@ -51,14 +57,25 @@ EVERY = 10  # steps between two measurements of a training curve
 
 
 def families(name: str, data_dir: str | None = None, wide: bool = False):
-    """`(meta-training family, held-out family)`; `wide` doubles the width and depth."""
+    """`(meta-training family, held-out family)`; `wide` doubles the width and depth.
+
+    Omniglot's held-out family draws its characters from the evaluation alphabets.
+    """
     if name == "sinusoid":
         hidden = (80, 80, 80, 80) if wide else (40, 40)
         family = optimizers.sinusoid_family(hidden_units=hidden)
         return family, family
-    hidden = (128, 128) if wide else (64,)
-    train = optimizers.image_family(*load_omniglot("background", data_dir=data_dir), 5, hidden)
-    test = optimizers.image_family(*load_omniglot("evaluation", data_dir=data_dir), 5, hidden)
+    network = "conv" if name == "omniglot_conv" else "mlp"
+    if network == "conv":
+        hidden = (32, 32, 32, 32) if wide else (16, 16)
+    else:
+        hidden = (128, 128) if wide else (64,)
+    train, test = (
+        optimizers.image_family(
+            *load_omniglot(split, data_dir=data_dir), 5, hidden, network=network
+        )
+        for split in ("background", "evaluation")
+    )
     return train, test
 
 

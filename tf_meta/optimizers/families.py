@@ -52,8 +52,9 @@ def image_family(
     ways: int = 5,
     hidden_units: tuple[int, ...] = (64,),
     batch_size: int = 25,
+    network: str = "mlp",
 ) -> TaskFamily:
-    """Few-way classification of images (Omniglot characters) by an MLP on the pixels.
+    """Few-way classification of images (Omniglot characters) by an MLP or a small conv net.
 
     A task draws `ways` classes of `labels` without replacement and trains the network on
     all their images (20 per Omniglot character), relabelled 0 to `ways - 1`, with the
@@ -64,36 +65,56 @@ def image_family(
         images: Images `[examples, height, width, channels]` (uint8 or float).
         labels: One integer class per image.
         ways: Classes per task.
-        hidden_units: Widths of the MLP's hidden layers.
+        hidden_units: With `network="mlp"`, the widths of the hidden layers on the pixels;
+            with `"conv"`, the channels of each 3x3 convolution (ReLU, 2x2 max-pooling).
         batch_size: Examples per inner step.
+        network: `"mlp"` or `"conv"`.
 
     Returns:
         A `TaskFamily`.
 
     Raises:
-        ValueError: If `ways` is below 2 or above the number of classes.
+        ValueError: If `ways` is below 2 or above the number of classes, or `network` is
+            unknown.
     """
     classes = np.unique(labels)
     if not 2 <= ways <= len(classes):
         raise ValueError(f"`ways` must be in [2, {len(classes)}]; received {ways!r}.")
-    flat = images.reshape(len(images), -1).astype(np.float32)
+    if network not in ("mlp", "conv"):
+        raise ValueError(f"`network` must be 'mlp' or 'conv'; received {network!r}.")
+    pixels = images.astype(np.float32)
     if images.dtype == np.uint8:
-        flat /= 255.0
+        pixels /= 255.0
+    if network == "mlp":
+        pixels = pixels.reshape(len(pixels), -1)
     by_class = {label: np.flatnonzero(labels == label) for label in classes}
 
     def sample_task(generator):
         chosen = generator.choice(classes, ways, replace=False)
         indices = [by_class[label] for label in chosen]
-        inputs = np.concatenate([flat[index] for index in indices])
+        inputs = np.concatenate([pixels[index] for index in indices])
         targets = np.concatenate(
             [np.full(len(index), way, np.int32) for way, index in enumerate(indices)]
         )
         return inputs, targets
 
+    def build_model():
+        if network == "mlp":
+            return models.mlp(pixels.shape[1:], hidden_units, ways)
+        layers = [keras.Input(pixels.shape[1:])]
+        for channels in hidden_units:
+            layers += [
+                keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
+                keras.layers.MaxPooling2D(),
+            ]
+        layers += [keras.layers.Flatten(), keras.layers.Dense(ways)]
+        return keras.Sequential(layers, name="conv")
+
+    widths = "-".join(map(str, hidden_units))
     return TaskFamily(
-        lambda: models.mlp((flat.shape[1],), hidden_units, ways),
+        build_model,
         sample_task,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         batch_size=batch_size,
-        name=f"{ways}-way images MLP {'-'.join(map(str, (flat.shape[1], *hidden_units, ways)))}",
+        name=f"{ways}-way images {network} {widths}",
     )
