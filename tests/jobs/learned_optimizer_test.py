@@ -2,9 +2,33 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from tf_meta.jobs import learned_optimizer as job
+
 RUN = "from tf_meta.jobs.learned_optimizer import run; run()"
 
 
+def test_summary_counts_steps_to_the_reference_loss_per_task():
+    # Two tasks measured every 10 steps; the reference ends at 1.0 and 0.5.
+    results = {
+        "reference": np.array([[4.0, 2.0, 1.0], [4.0, 1.0, 0.5]]),
+        "fast": np.array([[4.0, 0.9, 0.1], [4.0, 0.4, 0.2]]),
+        "never": np.array([[4.0, 3.0, 2.0], [4.0, 3.0, np.inf]]),
+    }
+    rows = job.summary(results, "reference")
+    assert rows["reference"]["median_steps_to_reference"] == 20.0
+    assert rows["fast"]["median_steps_to_reference"] == 10.0
+    assert rows["fast"]["final_loss"] == 0.15000000000000002
+    assert rows["never"]["median_steps_to_reference"] is None
+    assert rows["never"]["diverged"] == 1 and rows["never"]["reached_reference"] == 0.0
+    table = job.table(rows, 20, "reference")
+    assert "| fast | 0.15 ± 0.098 | 0 | 10 (0.50x) | 100% |" in table
+    assert "| never |" in table and "never |" in table
+
+
+@pytest.mark.slow  # the job's parts are tested in-process here and in tests/optimizers/
 def test_job_writes_results_curves_and_the_learned_schedule(tmp_path):
     flags = [
         f"--output_dir={tmp_path}",

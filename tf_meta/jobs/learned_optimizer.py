@@ -223,7 +223,7 @@ def table(rows, steps, reference) -> str:
         median = row["median_steps_to_reference"]
         ratio = "never" if median is None else f"{median:.0f} ({median / steps:.2f}x)"
         lines.append(
-            f"| {name} | {row['final_loss']:.4f} ± {row['half_width']:.4f} | {row['diverged']} | "
+            f"| {name} | {row['final_loss']:.3g} ± {row['half_width']:.2g} | {row['diverged']} | "
             f"{ratio} | {row['reached_reference']:.0%} |"
         )
     return "\n".join(lines)
@@ -275,7 +275,7 @@ def plot_schedule(family, rule, steps, seed, path) -> None:
     bottom.plot(momenta)
     bottom.set_ylabel("momentum")
     bottom.set_xlabel("training step")
-    top.set_title(f"Learned schedule on a held-out task, {family.name}")
+    top.set_title(f"Learned schedule on a held-out task, {family.name}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
