@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tf_meta import adaptation, rules
 from tf_meta.algorithms.meta_learner import MetaLearner
-from tf_meta.optimizers.learned_rule import LearnedRule
+from tf_meta.optimizers.learned_rule import LearnedRule, checked_rule
 from tf_meta.rules.update_rule import check_positive
 
 
@@ -108,13 +108,8 @@ class MAML(MetaLearner):
         **kwargs,
     ):
         inner_learning_rate = check_positive("inner_learning_rate", inner_learning_rate)
-        if isinstance(inner_rule, dict):
-            inner_rule = keras.saving.deserialize_keras_object(inner_rule)
-        if inner_rule is not None and not isinstance(inner_rule, LearnedRule):
-            raise ValueError(
-                "`inner_rule` must be a tf_meta.optimizers.LearnedRule; received "
-                f"{type(inner_rule).__name__}."
-            )
+        if inner_rule is not None:
+            inner_rule = checked_rule("inner_rule", inner_rule)
         if inner_rule is not None and per_step_learning_rates:
             raise ValueError("`inner_rule` and `per_step_learning_rates` exclude each other.")
         check_steps("inner_steps", inner_steps)

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_meta.optimizers.learned_rule import LearnedRule
+from tf_meta.rules.update_rule import check_positive_integer
 
 FAST_DECAY = 0.9
 SLOW_DECAY = 0.99
@@ -60,11 +61,7 @@ class ControllerRule(LearnedRule):
         **kwargs,
     ):
         super().__init__(learning_rate=learning_rate, training_steps=training_steps, **kwargs)
-        if isinstance(hidden_units, bool) or not isinstance(hidden_units, int) or hidden_units < 1:
-            raise ValueError(
-                f"`hidden_units` must be a positive integer; received {hidden_units!r}."
-            )
-        self.hidden_units = hidden_units
+        self.hidden_units = check_positive_integer("hidden_units", hidden_units)
         self.seed = seed
         self.hidden = keras.layers.Dense(
             hidden_units,

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta.optimizers.learned_rule import LearnedRule
+from tf_meta.optimizers.learned_rule import LearnedRule, checked_rule
 from tf_meta.optimizers.mlp_rule import MLPRule
 
 
@@ -56,13 +56,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         name: str | None = None,
         **kwargs,
     ):
-        rule = self._default_rule() if rule is None else rule
-        if isinstance(rule, dict):
-            rule = keras.saving.deserialize_keras_object(rule)
-        if not isinstance(rule, LearnedRule):
-            raise ValueError(
-                f"`rule` must be a tf_meta.optimizers.LearnedRule; received {type(rule).__name__}."
-            )
+        rule = self._default_rule() if rule is None else checked_rule("rule", rule)
         weights = rule.get_weights() if rule_weights is None else rule_weights
         if training_steps is not None and training_steps != rule.training_steps:
             rule = type(rule).from_config({**rule.get_config(), "training_steps": training_steps})

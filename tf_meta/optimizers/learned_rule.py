@@ -3,7 +3,12 @@
 import keras
 import tensorflow as tf
 
-from tf_meta.rules.update_rule import UpdateRule, as_dtype, check_positive
+from tf_meta.rules.update_rule import (
+    UpdateRule,
+    as_dtype,
+    check_positive,
+    check_positive_integer,
+)
 
 
 class LearnedRule(keras.layers.Layer, UpdateRule):
@@ -41,15 +46,7 @@ class LearnedRule(keras.layers.Layer, UpdateRule):
     def __init__(self, learning_rate: float = 1e-3, training_steps: int = 1000, **kwargs):
         super().__init__(**kwargs)
         self.learning_rate = check_positive("learning_rate", learning_rate)
-        if isinstance(training_steps, bool) or not isinstance(training_steps, int):
-            raise ValueError(
-                f"`training_steps` must be a positive integer; received {training_steps!r}."
-            )
-        if training_steps < 1:
-            raise ValueError(
-                f"`training_steps` must be a positive integer; received {training_steps!r}."
-            )
-        self.training_steps = training_steps
+        self.training_steps = check_positive_integer("training_steps", training_steps)
 
     def initial_state(self, weight: tf.Tensor):
         """The rule's state for one weight tensor before its first step.
@@ -100,3 +97,25 @@ class LearnedRule(keras.layers.Layer, UpdateRule):
         config = super().get_config()
         config.update(learning_rate=self.learning_rate, training_steps=self.training_steps)
         return config
+
+
+def checked_rule(name: str, rule) -> LearnedRule:
+    """`rule` (deserialized if it is a config), or a ValueError naming `name`.
+
+    Args:
+        name: The argument's name, for the error.
+        rule: A `LearnedRule` or its serialized config.
+
+    Returns:
+        The rule.
+
+    Raises:
+        ValueError: If `rule` is not a `LearnedRule`.
+    """
+    if isinstance(rule, dict):
+        rule = keras.saving.deserialize_keras_object(rule)
+    if not isinstance(rule, LearnedRule):
+        raise ValueError(
+            f"`{name}` must be a tf_meta.optimizers.LearnedRule; received {type(rule).__name__}."
+        )
+    return rule

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from tf_meta import adaptation
 from tf_meta.multi_worker_fit import MultiWorkerFit
-from tf_meta.optimizers.learned_rule import LearnedRule
+from tf_meta.optimizers.learned_rule import LearnedRule, checked_rule
+from tf_meta.rules.update_rule import check_positive_integer
 
 ESTIMATORS = ("truncated_backprop", "pes", "reinforce")
 _TINY = 1e-12
@@ -104,10 +105,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(rule, LearnedRule):
-            raise ValueError(
-                f"`rule` must be a tf_meta.optimizers.LearnedRule; received {type(rule).__name__}."
-            )
+        rule = checked_rule("rule", rule)
         if not model.trainable_weights:
             raise ValueError(
                 f"`model` ({model.name}) has no trainable weights: there is nothing to optimize."
@@ -116,8 +114,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
             ("meta_batch_size", meta_batch_size),
             ("truncation_length", truncation_length),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+            check_positive_integer(name, value)
         if estimator not in ESTIMATORS:
             raise ValueError(f"`estimator` must be one of {ESTIMATORS}; received {estimator!r}.")
         if estimator == "reinforce" and not hasattr(rule, "seeded_init"):

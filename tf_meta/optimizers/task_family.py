@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_meta.rules.update_rule import check_positive_integer
+
 
 class TaskFamily:
     """A distribution over inner training problems: one network, many tasks.
@@ -45,8 +47,7 @@ class TaskFamily:
         batch_size: int = 32,
         name: str = "family",
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
+        check_positive_integer("batch_size", batch_size)
         self.build_model = build_model
         self.sample_task = sample_task
         self.loss = loss
@@ -136,8 +137,7 @@ class TaskFamily:
             ("truncation_length", truncation_length),
             ("run_length", run_length),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+            check_positive_integer(name, value)
         if run_length % truncation_length:
             raise ValueError(
                 f"`run_length` ({run_length}) must be a multiple of `truncation_length` "

@@ -69,3 +69,10 @@ def check_positive(name: str, value) -> float:
     if not 0 < value < float("inf"):
         raise ValueError(f"`{name}` must be a finite positive number; received {value!r}.")
     return float(value)
+
+
+def check_positive_integer(name: str, value) -> int:
+    """`value`, or a ValueError naming `name` unless it is a positive integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+    return value
