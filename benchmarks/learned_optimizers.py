@@ -41,35 +41,9 @@ def _family(name):
     train, test = job.families(name, FLAGS.data_dir)
     _, wide = job.families(name, FLAGS.data_dir, wide=True)
     steps = FLAGS.run_length
-    rates = {}
-    for key, make in (
-        ("adam", lambda rate: keras.optimizers.Adam(rate)),
-        ("sgd", lambda rate: keras.optimizers.SGD(rate, momentum=0.9)),
-    ):
-        rates[key], _ = job.tune_learning_rate(
-            train,
-            make,
-            FLAGS.tuning_trials,
-            steps,
-            FLAGS.tuning_tasks,
-            os.path.join(directory, f"tuning_{key}"),
-        )
-    trained, seconds = {}, {}
-    for rule_name in FLAGS.rules:
-        rule = job.make_rule(rule_name, rates, steps, 0)
-        learner, seconds[rule_name] = job.meta_train(
-            rule,
-            train,
-            os.path.join(directory, f"meta_{rule_name}"),
-            FLAGS.meta_steps,
-            FLAGS.truncation_length,
-            FLAGS.meta_batch_size,
-            "truncated_backprop",
-            1e-3,
-            0,
-        )
-        trained[rule_name] = learner.rule
-        np.savez(os.path.join(directory, f"{rule_name}_rule.npz"), *learner.rule.get_weights())
+    rates, trained, seconds = job.tune_and_meta_train(train, directory)
+    for rule_name, rule in trained.items():
+        np.savez(os.path.join(directory, f"{rule_name}_rule.npz"), *rule.get_weights())
     if "controller" in trained:
         job.plot_schedule(
             test,

@@ -14,6 +14,7 @@ Run `tf-meta-learned-optimizer --help` for the flags. The job:
    `results.json` and `curves.png`.
 """
 
+import functools
 import json
 import os
 import time
@@ -312,22 +313,23 @@ def learned(trained_rules, run_length):
         "controller": optimizers.HyperparameterController,
     }
     return {
-        f"{type(optimizer_class(rule=rule)).__name__} (meta-trained)": (
-            lambda optimizer_class=optimizer_class, rule=rule: optimizer_class(
-                rule=rule, training_steps=run_length
-            )
+        f"{classes[name].__name__} (meta-trained)": functools.partial(
+            classes[name], rule=rule, training_steps=run_length
         )
         for name, rule in trained_rules.items()
-        for optimizer_class in [classes[name]]
     }
 
 
-def main(argv):
-    """Tunes, meta-trains, compares and writes the results."""
-    del argv
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    train, test = families(FLAGS.family, FLAGS.data_dir)
-    steps = FLAGS.run_length
+def tune_and_meta_train(train, directory):
+    """Tunes both baselines on `train`, then meta-trains every rule of `--rules`.
+
+    Reads the job's flags (the benchmark shares them). Tuning projects and meta-training
+    backups go under `directory`, so a rerun resumes both.
+
+    Returns:
+        `(rates, trained, seconds)`: the tuned learning rates (`adam`, `sgd`), and by rule
+        name the meta-trained rule and its meta-training time.
+    """
     rates = {}
     for name, make in (
         ("adam", lambda rate: keras.optimizers.Adam(rate)),
@@ -337,18 +339,18 @@ def main(argv):
             train,
             make,
             FLAGS.tuning_trials,
-            steps,
+            FLAGS.run_length,
             FLAGS.tuning_tasks,
-            os.path.join(FLAGS.output_dir, f"tuning_{name}"),
+            os.path.join(directory, f"tuning_{name}"),
             FLAGS.seed,
         )
     trained, seconds = {}, {}
     for name in FLAGS.rules:
-        rule = make_rule(name, rates, steps, FLAGS.seed)
+        rule = make_rule(name, rates, FLAGS.run_length, FLAGS.seed)
         learner, seconds[name] = meta_train(
             rule,
             train,
-            os.path.join(FLAGS.output_dir, f"meta_{name}"),
+            os.path.join(directory, f"meta_{name}"),
             FLAGS.meta_steps,
             FLAGS.truncation_length,
             FLAGS.meta_batch_size,
@@ -358,6 +360,16 @@ def main(argv):
             FLAGS.verbose,
         )
         trained[name] = learner.rule
+    return rates, trained, seconds
+
+
+def main(argv):
+    """Tunes, meta-trains, compares and writes the results."""
+    del argv
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    train, test = families(FLAGS.family, FLAGS.data_dir)
+    steps = FLAGS.run_length
+    rates, trained, seconds = tune_and_meta_train(train, FLAGS.output_dir)
     contenders = {**baselines(rates["adam"], rates["sgd"]), **learned(trained, steps)}
     results = curves(test, contenders, FLAGS.tasks, steps, FLAGS.seed + 1)
     rows = summary(results, "Adam (tuned)")

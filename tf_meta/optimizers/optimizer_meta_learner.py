@@ -214,10 +214,10 @@ class OptimizerMetaLearner(MultiWorkerFit):
         # meta_batch_size is, and each problem brings its own share of the meta-gradient.
         results = self._map_problems(batch)
         ok = results["ok"]
+        finished = tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
         if self.estimator == "reinforce":
             rewards = tf.where(ok, results["reward"], tf.zeros_like(results["reward"]))
-            count = tf.maximum(tf.reduce_sum(tf.cast(ok, rewards.dtype)), 1.0)
-            advantages = rewards - tf.reduce_sum(rewards) / count
+            advantages = rewards - tf.reduce_sum(rewards) / tf.cast(finished, rewards.dtype)
             advantages = tf.where(ok, advantages, tf.zeros_like(advantages))
             gradients = [
                 -tf.tensordot(tf.cast(advantages, g.dtype), g, axes=1) / self.meta_batch_size
@@ -225,11 +225,10 @@ class OptimizerMetaLearner(MultiWorkerFit):
             ]
         else:
             gradients = [tf.reduce_sum(g, axis=0) for g in results["gradients"]]
-        count = tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
 
         def mean_of_finished(values):
             values = tf.cast(values, tf.float32)
-            return tf.reduce_sum(tf.where(ok, values, tf.zeros_like(values))) / count
+            return tf.reduce_sum(tf.where(ok, values, tf.zeros_like(values))) / finished
 
         finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(v)) for v in [results["first"], *gradients]]
@@ -375,14 +374,17 @@ class OptimizerMetaLearner(MultiWorkerFit):
             perturbations = [offsets, [-offset for offset in offsets]]
         else:
             perturbations = [None]
-        runs, gradients = [], None
-        for particle, offsets in enumerate(perturbations):
+        if self.estimator == "pes":  # no gradient: the two losses are the estimate
+            runs = [
+                self._particle_truncation(element, particle, offsets)
+                for particle, offsets in enumerate(perturbations)
+            ]
+            gradients = None
+        else:
             with tf.GradientTape() as tape:
-                run = self._particle_truncation(element, particle, offsets)
-                target = run["gain"] if self.estimator == "reinforce" else run["loss"]
-            if self.estimator != "pes":
-                gradients = self._gradients(tape, target)
-            runs.append(run)
+                runs = [self._particle_truncation(element, 0, None)]
+                target = runs[0]["gain" if self.estimator == "reinforce" else "loss"]
+            gradients = self._gradients(tape, target)
         ok = tf.reduce_all(
             [
                 tf.reduce_all(tf.math.is_finite(value))

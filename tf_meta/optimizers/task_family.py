@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_meta import adaptation
 from tf_meta.rules.update_rule import check_positive_integer
 
 
@@ -224,11 +225,11 @@ class TaskFamily:
             variable.assign(value)
         model.compile(optimizer=optimizer, loss=self.loss)
         inputs, targets = task
-        loss = keras.losses.get(self.loss)
+        loss = adaptation.per_example_loss(self.loss)
         batch_inputs, batch_targets = self.batches(task, steps, generator)
 
         def measured():
-            value = float(keras.ops.mean(loss(targets, model(inputs, training=False))))
+            value = float(adaptation.mean_loss(loss, targets, model(inputs, training=False)))
             return value if np.isfinite(value) else np.inf
 
         curve = [measured()]
