@@ -102,24 +102,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._current_epoch = epoch
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".tmp-", dir=self.backup_dir)
-        try:
-            weights = os.path.join(staging, _WEIGHTS)
-            self.model.save_weights(weights, overwrite=True)
+        def write(staging):
+            self.model.save_weights(os.path.join(staging, _WEIGHTS), overwrite=True)
             metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
             with open(os.path.join(staging, _METADATA), "w") as file:
                 json.dump(metadata, file)
-            for path in (weights, os.path.join(staging, _METADATA), staging):
-                _fsync(path)
-            target = os.path.join(self.backup_dir, f"backup-{self._current_epoch:09d}")
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(staging, target)
-            _fsync(self.backup_dir)
-        finally:
-            if os.path.exists(staging):
-                shutil.rmtree(staging, ignore_errors=True)
+
+        target = os.path.join(self.backup_dir, f"backup-{self._current_epoch:09d}")
+        write_directory_atomically(target, write, overwrite=True)
         for _, directory in self._backups()[self.keep :]:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -131,6 +121,43 @@ def _fsync(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def write_directory_atomically(path: str, write, overwrite: bool = False) -> None:
+    """Writes a directory so that a reader sees it complete or not at all.
+
+    `write(staging)` fills a temporary directory `.tmp-*` beside `path`; its files are flushed
+    to disk and it is renamed to `path`. If `write` raises, nothing is left behind. If the
+    process dies first, only the `.tmp-*` directory remains, which readers skip.
+
+    Args:
+        path: The directory to create.
+        write: A function writing the content into the directory it is given.
+        overwrite: Whether an existing `path` is replaced; otherwise it is an error.
+
+    Raises:
+        FileExistsError: If `path` exists and `overwrite` is false.
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path!r} already exists.")
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        write(staging)
+        for name in os.listdir(staging):
+            _fsync(os.path.join(staging, name))
+        _fsync(staging)
+        if os.path.exists(path):
+            if not overwrite:
+                raise FileExistsError(f"{path!r} already exists.")
+            shutil.rmtree(path)
+        os.rename(staging, path)
+        _fsync(parent)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_atomically(path: str, write) -> None:
