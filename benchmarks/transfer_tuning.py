@@ -46,7 +46,7 @@ flags.DEFINE_integer("neighbours", 5, "Neighbours whose best configurations star
 flags.DEFINE_integer("epochs", 4, "Training epochs of each trial.")
 flags.DEFINE_string("output_dir", "benchmarks/results/transfer_tuning", "Where results go.")
 flags.DEFINE_string("history_dir", None, "The history's directory (reused when it exists).")
-flags.DEFINE_bool("smoke", False, "4 + 2 tasks, 3 trials, 1 seed: checks the script.")
+flags.DEFINE_bool("smoke", False, "3 + 1 tasks, 3 trials, 1 seed: checks the script.")
 
 METHODS = ("random", "bayesian", "transfer_meta_features", "transfer_embedding", "zero_shot")
 _EXAMPLES = 400
@@ -214,7 +214,7 @@ def interval(values) -> tuple[float, float]:
 
 def main(_):
     if FLAGS.smoke:
-        FLAGS.history_tasks, FLAGS.history_trials, FLAGS.test_tasks = 4, 3, 2
+        FLAGS.history_tasks, FLAGS.history_trials, FLAGS.test_tasks = 3, 3, 1
         FLAGS.trials, FLAGS.seeds, FLAGS.neighbours, FLAGS.epochs = 3, 1, 2, 1
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     history_dir = FLAGS.history_dir or os.path.join(FLAGS.output_dir, "history")
@@ -222,9 +222,11 @@ def main(_):
     records = build_history(history_dir).records()
     history_seconds = time.time() - started
     encoder = tuners.TaskEncoder()
-    encoder.fit_history(records, hyperparameters=space(), epochs=400, verbose=0)
+    encoder.fit_history(
+        records, hyperparameters=space(), epochs=5 if FLAGS.smoke else 400, verbose=0
+    )
     predictor = tuners.ConfigurationPredictor(space())
-    predictor.fit(records, epochs=100, verbose=0)
+    predictor.fit(records, epochs=5 if FLAGS.smoke else 100, verbose=0)
     results_path = os.path.join(FLAGS.output_dir, "searches.json")
     results = {}
     if os.path.exists(results_path):

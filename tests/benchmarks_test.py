@@ -1,8 +1,9 @@
 """The benchmark scripts still run: each `--smoke` mode, which checks a script in seconds.
 
 Every script runs in a process of its own, all at once, so that the test takes about as long
-as the slowest of them. The scaling benchmark, which starts worker processes of its own, is
-slow: CI skips it and `pytest -m slow` runs it.
+as the slowest of them. The smoke runs over 30 CPU-seconds (the scaling benchmark, which
+starts worker processes of its own, the memory sweep, the tuner comparison and the learned
+optimizers) are slow: CI skips them and `pytest -m slow` runs them.
 """
 
 import os
@@ -25,6 +26,16 @@ def _start(script, *flags, data_dir, cwd):
     )
 
 
+def _run_all(expected, data_dir, cwd):
+    """Starts every command at once; each must succeed and print its expected rows."""
+    processes = {command: _start(*command, data_dir=data_dir, cwd=cwd) for command in expected}
+    for command, rows in expected.items():
+        stdout, stderr = processes[command].communicate(timeout=900)
+        assert processes[command].returncode == 0, (command, stderr[-3000:])
+        for row in rows:
+            assert row in stdout, (command, stdout)
+
+
 def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
     output = f"--output_dir={tmp_path}"
     expected = {
@@ -35,23 +46,35 @@ def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
         ],
         ("omniglot_accuracy.py", "--learner=protonet", output): ['"learner": "protonet"'],
         ("data_pipeline.py",): ["| episodes/s, default parallelism |"],
-        ("inner_steps_memory.py",): ["| iMAML | 1 |", "| iMAML | 2 |"],
         ("op_profile.py",): ["| op type | MAML baseline (s) | count | MAML (second order) (s) |"],
-        ("tuning.py", output): [f"| {name} |" for name in ("random", "evolution", "reinforce")],
+        ("transfer_tuning.py", f"--output_dir={tmp_path / 'transfer'}"): [
+            f"| {name} |" for name in ("random", "bayesian", "transfer_embedding")
+        ],
     }
-    processes = {
-        command: _start(*command, data_dir=omniglot_dir, cwd=tmp_path) for command in expected
-    }
-    for command, rows in expected.items():
-        stdout, stderr = processes[command].communicate(timeout=900)
-        assert processes[command].returncode == 0, (command, stderr[-3000:])
-        for row in rows:
-            assert row in stdout, (command, stdout)
+    _run_all(expected, data_dir=omniglot_dir, cwd=tmp_path)
     assert sorted(os.listdir(tmp_path)) == [
         "omniglot_protonet_5w1s.json",
         "omniglot_protonet_5w1s.png",
-        "tuning_sinusoid.png",
+        "transfer",
     ]
+    assert sorted(os.listdir(tmp_path / "transfer")) == [
+        "best_so_far.png",
+        "history",
+        "searches.json",
+        "table.md",
+    ]
+
+
+@pytest.mark.slow
+def test_memory_sweep_and_tuner_comparison_smoke_modes_report(omniglot_dir, tmp_path):
+    expected = {
+        ("inner_steps_memory.py",): ["| iMAML | 1 |", "| iMAML | 2 |"],
+        ("tuning.py", f"--output_dir={tmp_path}"): [
+            f"| {name} |" for name in ("random", "evolution", "reinforce")
+        ],
+    }
+    _run_all(expected, data_dir=omniglot_dir, cwd=tmp_path)
+    assert os.path.isfile(tmp_path / "tuning_sinusoid.png")
 
 
 @pytest.mark.slow

@@ -132,7 +132,10 @@ def test_brief_maml_on_omniglot_is_clearly_above_chance(omniglot_dir):
         num_tasks=100,
     )
     learner = tf_meta.MAML(
-        tf_meta.models.conv4(ways=5), inner_learning_rate=0.4, first_order=True, eval_inner_steps=3
+        tf_meta.models.conv4(ways=5, filters=32),
+        inner_learning_rate=0.4,
+        first_order=True,
+        eval_inner_steps=3,
     )
     learner.compile(
         optimizer=keras.optimizers.Adam(1e-3),

@@ -21,7 +21,7 @@ def test_embedding_ignores_the_order_of_examples_and_reads_any_width():
 
 def test_keras_file_round_trip_gives_the_same_embeddings(tmp_path, families, family_history):
     encoder = tuners.TaskEncoder(embedding_size=4, units=16)
-    encoder.fit_history(family_history.records(), epochs=3, verbose=0)
+    encoder.fit_history(family_history.records(), steps=3, verbose=0)
     x, y = families.task("classes", seed=5)
     path = str(tmp_path / "encoder.keras")
     encoder.save(path)

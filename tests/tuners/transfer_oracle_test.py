@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tf_meta import tuners
-from tf_meta.tuners.configurations import best_values, fit_to_space
+from tf_meta.tuners.configurations import best_values, encode, fit_to_space
 
 
 @pytest.mark.parametrize("family", ["small", "large", "classes"])
@@ -19,8 +19,18 @@ def test_meta_features_rank_the_true_family_first(families, family_history, fami
 def test_learned_embedding_ranks_the_true_family_first(families, family_history):
     records = family_history.records()
     encoder = tuners.TaskEncoder()
-    history = encoder.fit_history(records, epochs=300, verbose=0)
-    assert history.history["distance_loss"][-1] < 0.2 * history.history["distance_loss"][0]
+    inputs = encoder.task_batch([(record["x"], record["y"]) for record in records])
+    best = np.stack([encode(best_values(record), families.space()) for record in records])
+    targets = np.linalg.norm(best[:, None] - best[None], axis=-1) / np.sqrt(best.shape[1])
+
+    def distance_error():
+        embeddings = encoder(inputs).numpy()
+        distances = np.linalg.norm(embeddings[:, None] - embeddings[None], axis=-1)
+        return np.mean((distances - targets) ** 2)
+
+    before = distance_error()
+    encoder.fit_history(records, steps=300, verbose=0)
+    assert distance_error() < 0.2 * before
     for family in families.optima:
         x, y = families.task(family, seed=999)
         oracle = tuners.TransferOracle(

@@ -41,7 +41,7 @@ class TaskEncoder(keras.Model):
 
     Example:
         encoder = TaskEncoder()
-        encoder.fit_history(history.records(), epochs=300, verbose=0)
+        encoder.fit_history(history.records(), steps=300, verbose=0)
         embedding = encoder.embed(x, y)
 
     References:
@@ -160,7 +160,7 @@ class TaskEncoder(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return {"distance_loss": loss}
 
-    def fit_history(self, records, hyperparameters=None, epochs: int = 300, verbose="auto"):
+    def fit_history(self, records, hyperparameters=None, steps: int = 300, verbose="auto"):
         """Meta-trains the encoder on the tasks of a search history.
 
         Args:
@@ -168,17 +168,19 @@ class TaskEncoder(keras.Model):
             hyperparameters: The space whose encoding measures distances between best
                 configurations; by default the first record's. Records of other spaces are
                 carried into it (`configurations.fit_to_space`).
-            epochs: Passes over the records, each one step on all of them.
+            steps: Training steps, each on all the records (one epoch of `steps` steps).
             verbose: `fit`'s verbosity (a progress bar by default).
 
         Returns:
             The `keras.callbacks.History` of `fit`.
 
         Raises:
-            ValueError: If fewer than 2 records are given.
+            ValueError: If fewer than 2 records are given or `steps` is not a positive
+                integer.
         """
         import keras_tuner
 
+        check_positive("steps", steps)
         if len(records) < 2:
             raise ValueError(f"`records` must hold at least 2 searches; received {len(records)}.")
         if hyperparameters is None:
@@ -189,9 +191,8 @@ class TaskEncoder(keras.Model):
         inputs = self.task_batch([(record["x"], record["y"]) for record in records])
         if not self.compiled:
             self.compile(optimizer=keras.optimizers.Adam(1e-3))
-        return self.fit(
-            inputs, configurations, batch_size=len(records), epochs=epochs, verbose=verbose
-        )
+        batches = tf.data.Dataset.from_tensors((inputs, configurations)).repeat()
+        return self.fit(batches, steps_per_epoch=steps, verbose=verbose)
 
     def get_config(self):
         """The constructor arguments."""
