@@ -1,5 +1,6 @@
 """tf_meta learners under KerasTuner: its own tuners, ours, architecture search, distribution."""
 
+import json
 import os
 import subprocess
 import sys
@@ -175,10 +176,6 @@ def test_chief_and_two_workers_share_trials_without_repeats(tuner, tmp_path, fre
     outputs = [process.communicate(timeout=300) for process in processes]
     for process, (_, error) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, error[-3000:]
-    oracle = tuners.EvolutionOracle if tuner == "Evolution" else tuners.ReinforceOracle
-    del oracle
-    import json
-
     trials = [
         json.loads((path / "trial.json").read_text())
         for path in (tmp_path / "distributed").glob("trial_*")

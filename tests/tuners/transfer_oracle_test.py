@@ -1,5 +1,11 @@
 """TransferOracle: ranking by similarity, the warm start, the continuing search, other spaces."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras_tuner
 import numpy as np
 import pytest
@@ -140,3 +146,70 @@ def test_bad_arguments_are_refused(families, family_history, arguments, message)
     given = {"history": family_history, "x": x, "y": y, **arguments}
     with pytest.raises(ValueError, match=message):
         tuners.TransferOracle(**given)
+
+
+# A chief and two workers of KerasTuner's distributed mode, the chief's oracle a TransferOracle.
+_DISTRIBUTED = textwrap.dedent(
+    """
+    import math, sys, time
+    import keras_tuner, numpy as np
+    from tf_meta import tuners
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("optimizer", ["adam", "sgd"])
+    hp.Float("learning_rate", 1e-5, 1.0, sampling="log")
+
+    class Synthetic(keras_tuner.Tuner):
+        def run_trial(self, trial, *args, **kwargs):
+            time.sleep(0.2)
+            values = trial.hyperparameters.values
+            return (math.log10(values["learning_rate"]) + 4) ** 2 + 2.0 * (
+                values["optimizer"] != "adam")
+
+    x = np.linspace(-10, 10, 80, dtype=np.float32)[:, None]
+    oracle = tuners.TransferOracle(tuners.SearchHistory(sys.argv[2]), x, np.sin(x / 10),
+                                   max_trials=8, neighbours=3, seed=1, hyperparameters=hp)
+    Synthetic(oracle, directory=sys.argv[1], project_name="distributed").search(verbose=0)
+    """
+)
+
+
+def test_distributed_search_starts_from_the_warm_start(
+    families, family_history, tmp_path, free_ports
+):
+    (port,) = free_ports(1)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _DISTRIBUTED, str(tmp_path), family_history.directory],
+            env=dict(
+                os.environ,
+                KERASTUNER_TUNER_ID=tuner_id,
+                KERASTUNER_ORACLE_IP="127.0.0.1",
+                KERASTUNER_ORACLE_PORT=str(port),
+                CUDA_VISIBLE_DEVICES="",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tuner_id in ("chief", "tuner0", "tuner1")
+    ]
+    for process in processes:
+        _, error = process.communicate(timeout=300)
+        assert process.returncode == 0, error[-3000:]
+    trials = sorted(
+        (
+            json.loads((path / "trial.json").read_text())
+            for path in (tmp_path / "distributed").glob("trial_*")
+        ),
+        key=lambda trial: trial["trial_id"],
+    )
+    x = np.linspace(-10, 10, 80, dtype=np.float32)[:, None]
+    oracle = tuners.TransferOracle(
+        family_history, x, np.sin(x / 10), neighbours=3, hyperparameters=families.space()
+    )
+    warm = oracle._warm_values()
+    values = [trial["hyperparameters"]["values"] for trial in trials]
+    assert len(values) == 8 and all(trial["status"] == "COMPLETED" for trial in trials)
+    assert values[: len(warm)] == warm
+    assert len({json.dumps(value, sort_keys=True) for value in values}) == 8

@@ -192,7 +192,7 @@ class TaskEncoder(keras.Model):
         if not self.compiled:
             self.compile(optimizer=keras.optimizers.Adam(1e-3))
         batches = tf.data.Dataset.from_tensors((inputs, configurations)).repeat()
-        return self.fit(batches, steps_per_epoch=steps, verbose=verbose)
+        return self.fit(batches, steps_per_epoch=steps, shuffle=False, verbose=verbose)
 
     def get_config(self):
         """The constructor arguments."""
