@@ -141,7 +141,7 @@ def test_brief_maml_on_omniglot_is_clearly_above_chance(omniglot_dir):
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    learner.fit(train, steps_per_epoch=150, verbose=0, shuffle=False)
+    learner.fit(train, steps_per_epoch=100, verbose=0, shuffle=False)
     scores = tf_meta.evaluation.task_scores(
         learner, pool, metric=keras.metrics.sparse_categorical_accuracy
     )

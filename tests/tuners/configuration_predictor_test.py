@@ -13,7 +13,7 @@ from tf_meta import tuners
 @pytest.fixture(scope="module")
 def predictor(families, family_history):
     predictor = tuners.ConfigurationPredictor(families.space())
-    history = predictor.fit(family_history.records(), epochs=150, verbose=0)
+    history = predictor.fit(family_history.records(), epochs=60, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     return predictor
 

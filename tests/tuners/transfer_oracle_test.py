@@ -35,7 +35,7 @@ def test_learned_embedding_ranks_the_true_family_first(families, family_history)
         return np.mean((distances - targets) ** 2)
 
     before = distance_error()
-    encoder.fit_history(records, steps=300, verbose=0)
+    encoder.fit_history(records, steps=150, verbose=0)
     assert distance_error() < 0.2 * before
     for family in families.optima:
         x, y = families.task(family, seed=999)
