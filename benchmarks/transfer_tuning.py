@@ -168,23 +168,32 @@ def search(oracle, task, directory) -> list[float]:
     return [oracle.trials[trial_id].score for trial_id in oracle.start_order]
 
 
-def build_history(directory: str) -> tuners.SearchHistory:
-    """Random searches on the training tasks, recorded (reuses complete records)."""
+def build_history(directory: str) -> tuple[list[dict], float]:
+    """Random searches on the training tasks, recorded; complete records are reused.
+
+    Returns:
+        The history's records sorted by name, and the seconds spent building missing ones.
+    """
     history = tuners.SearchHistory(directory)
-    done = {record["name"] for record in history.records()}
+    records = {record["name"]: record for record in history.records()}
+    seconds = 0.0
     progress = keras.utils.Progbar(FLAGS.history_tasks, unit_name="task")
     for index in range(FLAGS.history_tasks):
         name = f"task-{index:03d}"
-        if name not in done:
+        if name not in records:
+            started = time.time()
             task = make_task(1000 + index)
             oracle = keras_tuner.oracles.RandomSearchOracle(
                 max_trials=FLAGS.history_trials, seed=_seed(index), hyperparameters=space()
             )
             with tempfile.TemporaryDirectory() as scratch:
                 search(oracle, task, scratch)
-            history.add(name, oracle, task["x"], task["y"], information=task["information"])
+            records[name] = history.add(
+                name, oracle, task["x"], task["y"], information=task["information"]
+            )
+            seconds += time.time() - started
         progress.update(index + 1)
-    return history
+    return [records[name] for name in sorted(records)], seconds
 
 
 def oracle_for(method, seed, task, records, encoder, predictor):
@@ -204,12 +213,12 @@ def oracle_for(method, seed, task, records, encoder, predictor):
     )
 
 
-def interval(values) -> tuple[float, float]:
-    """Mean and 95% normal half-width."""
+def interval(values):
+    """Mean and 95% normal half-width over the first axis (0 for a single value)."""
     values = np.asarray(values, np.float64)
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(
-        values
-    ) > 1 else 0.0
+    if len(values) < 2:
+        return values.mean(axis=0), np.zeros_like(values.mean(axis=0))
+    return values.mean(axis=0), 1.96 * values.std(axis=0, ddof=1) / math.sqrt(len(values))
 
 
 def main(_):
@@ -218,10 +227,8 @@ def main(_):
         FLAGS.trials, FLAGS.seeds, FLAGS.neighbours, FLAGS.epochs = 3, 1, 2, 1
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     history_dir = FLAGS.history_dir or os.path.join(FLAGS.output_dir, "history")
-    started = time.time()
-    records = build_history(history_dir).records()
+    records, history_seconds = build_history(history_dir)
     timing_path = os.path.join(FLAGS.output_dir, "history_seconds.json")
-    history_seconds = time.time() - started
     if os.path.exists(timing_path):  # the history, or part of it, was built by an earlier run
         with open(timing_path) as file:
             history_seconds += json.load(file)["seconds"]
@@ -333,12 +340,7 @@ def report(results, history_seconds, history_size):
     figure, (absolute, relative) = plt.subplots(1, 2, figsize=(11, 4))
     for method, curve in curves.items():
         steps = np.arange(1, curve.shape[1] + 1)
-        means = curve.mean(axis=0)
-        halves = (
-            1.96 * curve.std(axis=0, ddof=1) / math.sqrt(len(curve))
-            if len(curve) > 1
-            else np.zeros_like(means)
-        )
+        means, halves = interval(curve)
         absolute.plot(steps, means, label=method)
         absolute.fill_between(steps, means - halves, means + halves, alpha=0.15)
         # Each search against its task's cold-start Bayesian result: the task-to-task spread

@@ -81,42 +81,20 @@ def test_the_slower_smoke_modes_report(omniglot_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_scaling_smoke_prints_every_configuration(omniglot_dir):
-    completed = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, "scaling.py"), "--smoke"],
-        env={**os.environ, "TF_META_DATA_DIR": omniglot_dir, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    for row in (
+def test_scaling_smoke_prints_every_configuration(omniglot_dir, tmp_path):
+    rows = [
         "| 1 replica (no strategy) |",
         "| 2 replicas (MirroredStrategy, 2 logical CPUs) |",
         "| 1 worker process(es) (MultiWorkerMirroredStrategy) |",
         "| 2 worker process(es) (MultiWorkerMirroredStrategy) |",
         "BackupAndRestore: ",
-    ):
-        assert row in completed.stdout, completed.stdout
+    ]
+    _run_all({("scaling.py",): rows}, data_dir=omniglot_dir, cwd=tmp_path)
 
 
 @pytest.mark.slow
 def test_learned_optimizers_smoke_reports_every_setting(omniglot_dir, tmp_path):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCHMARKS, "learned_optimizers.py"),
-            "--smoke",
-            f"--output_dir={tmp_path}",
-        ],
-        env={**os.environ, "TF_META_DATA_DIR": omniglot_dir, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    for row in (
+    rows = [
         ": in distribution",
         ": 5x horizon",
         ": 2x wider and deeper",
@@ -124,5 +102,6 @@ def test_learned_optimizers_smoke_reports_every_setting(omniglot_dir, tmp_path):
         "| LSTMOptimizer (meta-trained) |",
         "| HyperparameterController (meta-trained) |",
         "Ratio LearnedOptimizer / Adam:",
-    ):
-        assert row in completed.stdout, completed.stdout
+    ]
+    command = ("learned_optimizers.py", f"--output_dir={tmp_path}")
+    _run_all({command: rows}, data_dir=omniglot_dir, cwd=tmp_path)

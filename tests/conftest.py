@@ -72,6 +72,22 @@ def free_ports():
     return _free_ports
 
 
+def _regression_episode(rng, tasks=3, shots=5, queries=4, features=3):
+    x = {
+        "support_x": rng.normal(size=(tasks, shots, features)),
+        "support_y": rng.normal(size=(tasks, shots, 1)),
+        "query_x": rng.normal(size=(tasks, queries, features)),
+    }
+    return x, rng.normal(size=(tasks, queries, 1))
+
+
+@pytest.fixture(scope="session")
+def regression_episode():
+    """`regression_episode(rng, tasks, shots, queries, features)`: a float64 episode batch
+    `(x, query_y)` of Gaussian inputs and targets, one target per example."""
+    return _regression_episode
+
+
 def _finite_differences(loss, variables, epsilon=1e-6):
     """Central finite differences of `loss()` with respect to each of `variables`.
 

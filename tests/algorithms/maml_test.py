@@ -12,15 +12,6 @@ def linear_model(features, dtype="float64"):
     )
 
 
-def linear_episode(rng, tasks=3, shots=5, queries=4, features=3):
-    x = {
-        "support_x": rng.normal(size=(tasks, shots, features)),
-        "support_y": rng.normal(size=(tasks, shots, 1)),
-        "query_x": rng.normal(size=(tasks, queries, features)),
-    }
-    return x, rng.normal(size=(tasks, queries, 1))
-
-
 def meta_gradient(learner, x, y):
     """The gradient of the mean query MSE after adaptation, for one meta-batch."""
     with tf.GradientTape() as tape:
@@ -54,9 +45,11 @@ def closed_form_linear_meta_gradient(w, x, y, alpha, steps, first_order):
 
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_linear_regression_meta_gradient_matches_closed_form(steps, first_order):
+def test_linear_regression_meta_gradient_matches_closed_form(
+    steps, first_order, regression_episode
+):
     rng = np.random.default_rng(steps)
-    x, y = linear_episode(rng)
+    x, y = regression_episode(rng)
     model = linear_model(3)
     learner = tf_meta.MAML(
         model,
@@ -141,9 +134,9 @@ def test_mlp_first_order_meta_gradient_is_the_query_gradient_at_adapted_weights(
     assert difference > 1e-3
 
 
-def test_first_and_second_order_agree_without_curvature_and_differ_with_it():
+def test_first_and_second_order_agree_without_curvature_and_differ_with_it(regression_episode):
     rng = np.random.default_rng(0)
-    x, y = linear_episode(rng)
+    x, y = regression_episode(rng)
     gradients = {}
     for loss in ("mae", "mse"):  # a linear model: the MAE support loss has a zero Hessian
         for first_order in (False, True):

@@ -19,15 +19,6 @@ def _sgd_rule(learning_rate):
     return rule
 
 
-def _episode(rng, tasks=3, shots=5, queries=4, features=3):
-    x = {
-        "support_x": rng.normal(size=(tasks, shots, features)),
-        "support_y": rng.normal(size=(tasks, shots, 1)),
-        "query_x": rng.normal(size=(tasks, queries, features)),
-    }
-    return x, rng.normal(size=(tasks, queries, 1))
-
-
 def _model():
     keras.utils.set_random_seed(1)
     return keras.Sequential(
@@ -42,10 +33,10 @@ def _meta_gradient(learner, x, y):
     return tape.gradient(loss, learner.trainable_variables)
 
 
-def test_maml_meta_trains_its_inner_rule_with_the_initialization():
+def test_maml_meta_trains_its_inner_rule_with_the_initialization(regression_episode):
     # A learned rule set to SGD gives MAML's meta-gradient for the initialization, and a
     # meta-gradient for the rule's own weights, through both inner steps.
-    x, y = _episode(np.random.default_rng(0))
+    x, y = regression_episode(np.random.default_rng(0))
     plain = tf_meta.MAML(_model(), 0.05, inner_steps=2, inner_loss="mse")
     learned = tf_meta.MAML(_model(), inner_steps=2, inner_loss="mse", inner_rule=_sgd_rule(0.05))
     expected = _meta_gradient(plain, x, y)

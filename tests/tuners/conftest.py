@@ -7,7 +7,11 @@ configuration from its family's optimum, so a held-out task's nearest family, an
 good configuration for it is, are known in advance.
 """
 
+import json
 import math
+import os
+import subprocess
+import sys
 import types
 
 import keras_tuner
@@ -78,3 +82,44 @@ def families():
     return types.SimpleNamespace(
         optima=OPTIMA, task=family_task, space=space, tuner=synthetic_tuner
     )
+
+
+@pytest.fixture
+def tuner_cluster(free_ports, tmp_path):
+    """`tuner_cluster(script, *arguments)`: KerasTuner's distributed mode on 127.0.0.1.
+
+    Runs `script` (Python source) as a chief and two workers, each with the arguments
+    `tmp_path, *arguments`, checks that all three succeed, and returns the trials written to
+    `tmp_path / "distributed"` (the script's project), sorted by trial id.
+    """
+
+    def run(script, *arguments):
+        (port,) = free_ports(1)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(tmp_path), *arguments],
+                env=dict(
+                    os.environ,
+                    KERASTUNER_TUNER_ID=tuner_id,
+                    KERASTUNER_ORACLE_IP="127.0.0.1",
+                    KERASTUNER_ORACLE_PORT=str(port),
+                    CUDA_VISIBLE_DEVICES="",
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for tuner_id in ("chief", "tuner0", "tuner1")
+        ]
+        for process in processes:
+            _, error = process.communicate(timeout=300)
+            assert process.returncode == 0, error[-3000:]
+        return sorted(
+            (
+                json.loads((path / "trial.json").read_text())
+                for path in (tmp_path / "distributed").glob("trial_*")
+            ),
+            key=lambda trial: trial["trial_id"],
+        )
+
+    return run

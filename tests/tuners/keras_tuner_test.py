@@ -1,9 +1,6 @@
 """tf_meta learners under KerasTuner: its own tuners, ours, architecture search, distribution."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -152,34 +149,8 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("tuner", ["Evolution", "Reinforce"])
-def test_chief_and_two_workers_share_trials_without_repeats(tuner, tmp_path, free_ports):
-    (port,) = free_ports(1)
-    script = WORKER.format(tuner=tuner)
-    processes = []
-    for tuner_id in ("chief", "tuner0", "tuner1"):
-        environment = dict(
-            os.environ,
-            KERASTUNER_TUNER_ID=tuner_id,
-            KERASTUNER_ORACLE_IP="127.0.0.1",
-            KERASTUNER_ORACLE_PORT=str(port),
-            CUDA_VISIBLE_DEVICES="",
-        )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-c", script, str(tmp_path)],
-                env=environment,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outputs = [process.communicate(timeout=300) for process in processes]
-    for process, (_, error) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, error[-3000:]
-    trials = [
-        json.loads((path / "trial.json").read_text())
-        for path in (tmp_path / "distributed").glob("trial_*")
-    ]
+def test_chief_and_two_workers_share_trials_without_repeats(tuner, tuner_cluster):
+    trials = tuner_cluster(WORKER.format(tuner=tuner))
     assert len(trials) == 12
     values = [json.dumps(t["hyperparameters"]["values"], sort_keys=True) for t in trials]
     assert len(set(values)) == 12  # no configuration run twice

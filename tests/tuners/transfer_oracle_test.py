@@ -1,9 +1,6 @@
 """TransferOracle: ranking by similarity, the warm start, the continuing search, other spaces."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras_tuner
@@ -174,36 +171,8 @@ _DISTRIBUTED = textwrap.dedent(
 )
 
 
-def test_distributed_search_starts_from_the_warm_start(
-    families, family_history, tmp_path, free_ports
-):
-    (port,) = free_ports(1)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", _DISTRIBUTED, str(tmp_path), family_history.directory],
-            env=dict(
-                os.environ,
-                KERASTUNER_TUNER_ID=tuner_id,
-                KERASTUNER_ORACLE_IP="127.0.0.1",
-                KERASTUNER_ORACLE_PORT=str(port),
-                CUDA_VISIBLE_DEVICES="",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for tuner_id in ("chief", "tuner0", "tuner1")
-    ]
-    for process in processes:
-        _, error = process.communicate(timeout=300)
-        assert process.returncode == 0, error[-3000:]
-    trials = sorted(
-        (
-            json.loads((path / "trial.json").read_text())
-            for path in (tmp_path / "distributed").glob("trial_*")
-        ),
-        key=lambda trial: trial["trial_id"],
-    )
+def test_distributed_search_starts_from_the_warm_start(families, family_history, tuner_cluster):
+    trials = tuner_cluster(_DISTRIBUTED, family_history.directory)
     x = np.linspace(-10, 10, 80, dtype=np.float32)[:, None]
     oracle = tuners.TransferOracle(
         family_history, x, np.sin(x / 10), neighbours=3, hyperparameters=families.space()

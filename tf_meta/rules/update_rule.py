@@ -71,8 +71,12 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
-def check_positive_integer(name: str, value) -> int:
-    """`value`, or a ValueError naming `name` unless it is a positive integer (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+def check_positive_integer(name: str, value, minimum: int = 1) -> int:
+    """`value`, or a ValueError naming `name` unless it is an integer of at least `minimum`.
+
+    A bool is not an integer here.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {wanted}; received {value!r}.")
     return value

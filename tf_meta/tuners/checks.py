@@ -3,12 +3,6 @@
 import keras
 
 
-def check_positive(name: str, value) -> None:
-    """Raises a ValueError naming `name` unless `value` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
-
-
 def check_search_space(hyperparameters) -> None:
     """Raises a ValueError if a search space given in advance is empty."""
     if hyperparameters is not None and not hyperparameters.space:

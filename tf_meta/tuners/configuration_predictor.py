@@ -5,7 +5,7 @@ import random
 import keras
 import numpy as np
 
-from tf_meta.tuners.checks import check_positive
+from tf_meta.rules.update_rule import check_positive_integer
 from tf_meta.tuners.configurations import best_values, encode, fit_to_space
 from tf_meta.tuners.meta_features import describe
 
@@ -70,11 +70,8 @@ class ConfigurationPredictor:
     ):
         if hyperparameters is None or not hyperparameters.space:
             raise ValueError("`hyperparameters` is empty: there is nothing to predict.")
-        check_positive("units", units)
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
-            raise ValueError(
-                f"`candidates` must be a non-negative integer; received {candidates!r}."
-            )
+        check_positive_integer("units", units)
+        check_positive_integer("candidates", candidates, minimum=0)
         self.hyperparameters = hyperparameters
         self.encoder = encoder
         self.units = units

@@ -5,7 +5,8 @@ import random
 import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
-from tf_meta.tuners.checks import check_positive, check_search_space
+from tf_meta.rules.update_rule import check_positive_integer
+from tf_meta.tuners.checks import check_search_space
 
 
 class EvolutionOracle(keras_tuner.Oracle):
@@ -51,7 +52,7 @@ class EvolutionOracle(keras_tuner.Oracle):
             ("population_size", population_size),
             ("tournament_size", tournament_size),
         ):
-            check_positive(name, value)
+            check_positive_integer(name, value)
         if population_size < tournament_size:
             raise ValueError(
                 f"`population_size`={population_size} is smaller than `tournament_size`="

@@ -6,7 +6,8 @@ import tensorflow as tf
 from keras_tuner.engine import hyperparameters as hp_types
 from keras_tuner.engine import trial as trial_module
 
-from tf_meta.tuners.checks import check_positive, check_search_space
+from tf_meta.rules.update_rule import check_positive_integer
+from tf_meta.tuners.checks import check_search_space
 
 
 class ReinforceOracle(keras_tuner.Oracle):
@@ -57,8 +58,8 @@ class ReinforceOracle(keras_tuner.Oracle):
         hyperparameters=None,
         **kwargs,
     ):
-        check_positive("max_trials", max_trials)
-        check_positive("bins", bins)
+        check_positive_integer("max_trials", max_trials)
+        check_positive_integer("bins", bins)
         if not learning_rate > 0:
             raise ValueError(f"`learning_rate` must be positive; received {learning_rate!r}.")
         if not 0 <= baseline_decay < 1:

@@ -9,6 +9,7 @@ import keras_tuner
 import numpy as np
 
 from tf_meta.backup import write_directory_atomically
+from tf_meta.rules.update_rule import check_positive_integer
 from tf_meta.tuners.meta_features import meta_features
 
 FORMAT_VERSION = 1
@@ -73,8 +74,7 @@ class SearchHistory:
     """
 
     def __init__(self, directory: str, max_examples: int = 256):
-        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 4:
-            raise ValueError(f"`max_examples` must be an integer >= 4; received {max_examples!r}.")
+        check_positive_integer("max_examples", max_examples, minimum=4)
         self.directory = os.fspath(directory)
         self.max_examples = max_examples
 

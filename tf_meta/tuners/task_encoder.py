@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_meta.tuners.checks import check_positive
+from tf_meta.rules.update_rule import check_positive_integer
 from tf_meta.tuners.configurations import best_values, encode
 from tf_meta.tuners.meta_features import task_arrays
 
@@ -67,7 +67,7 @@ class TaskEncoder(keras.Model):
             ("input_columns", input_columns),
             ("target_columns", target_columns),
         ):
-            check_positive(name, value)
+            check_positive_integer(name, value)
         self.embedding_size = embedding_size
         self.units = units
         self.examples = examples
@@ -180,7 +180,7 @@ class TaskEncoder(keras.Model):
         """
         import keras_tuner
 
-        check_positive("steps", steps)
+        check_positive_integer("steps", steps)
         if len(records) < 2:
             raise ValueError(f"`records` must hold at least 2 searches; received {len(records)}.")
         if hyperparameters is None:

@@ -4,7 +4,8 @@ import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
 
-from tf_meta.tuners.checks import check_positive, check_search_space
+from tf_meta.rules.update_rule import check_positive_integer
+from tf_meta.tuners.checks import check_search_space
 from tf_meta.tuners.configurations import best_values, fit_to_space
 from tf_meta.tuners.evolution_oracle import EvolutionOracle
 from tf_meta.tuners.meta_features import describe
@@ -85,8 +86,8 @@ class TransferOracle(keras_tuner.Oracle):
         hyperparameters=None,
         **kwargs,
     ):
-        check_positive("max_trials", max_trials)
-        check_positive("neighbours", neighbours)
+        check_positive_integer("max_trials", max_trials)
+        check_positive_integer("neighbours", neighbours)
         check_search_space(hyperparameters)
         if search not in SEARCHES:
             raise ValueError(f"`search` must be one of {SEARCHES}; received {search!r}.")
