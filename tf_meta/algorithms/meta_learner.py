@@ -1,5 +1,6 @@
 """The base class of every meta-learner: a `keras.Model` over episode batches."""
 
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -55,15 +56,19 @@ class MetaLearner(MultiWorkerFit):
     step counter. A meta-batch with no task at all fails the step with an
     `InvalidArgumentError` and changes nothing; under a distribution strategy a replica
     may receive no task (a last, partial batch), and the step equals the single-device step
-    on the tasks that exist. With a loss that does not average over its batch, losses added
-    by layers, or `vectorize_tasks`, the default `meta_gradient` is taken once, from
-    outside the task loop, of the whole batch's loss.
+    on the tasks that exist. With a loss that does not average over its batch, or losses
+    added by layers, the default `meta_gradient` is taken once, from outside the task loop,
+    of the whole batch's loss.
 
     Two options change speed and memory, not the result:
     - `vectorize_tasks` adapts the tasks together (`tf.vectorized_map`, which falls back to
-      a loop for ops it cannot vectorize). It is a large gain for small networks and a
-      loss for convolutions, whose filter gradients TensorFlow does not vectorize; under
-      `jit_compile` it needs every op vectorizable (README: "Speed and memory options").
+      a loop for ops it cannot vectorize), each task's meta-gradient taken inside the map.
+      It is a large gain for small networks and a loss for convolutions, whose filter
+      gradients TensorFlow does not vectorize; under `jit_compile` it needs every op
+      vectorizable (README: "Speed and memory options"). Differentiating the mapped
+      losses from outside the map instead makes XLA compile the step again for every
+      batch (in plain TensorFlow too: any reduction to a scalar inside
+      `tf.vectorized_map`, differentiated from outside, does it).
     - `gradient_checkpointing` recomputes each inner step for the meta-gradient instead of
       storing its activations (`tf_meta.adaptation.inner_loop`).
 
@@ -330,6 +335,7 @@ class MetaLearner(MultiWorkerFit):
 
     def train_step(self, data):
         """One meta-training step on a checked episode batch (see the class docstring)."""
+        self._warn_on_retrace(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
@@ -339,7 +345,7 @@ class MetaLearner(MultiWorkerFit):
         self.build_symbolically(x)
         averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
         by_task = type(self).meta_gradient is not MetaLearner.meta_gradient or (
-            averaged and not (self.vectorize_tasks or self.losses)
+            averaged and not self.losses
         )
         if by_task:
             loss, predictions, gradients = self._by_task_step(x, y, sample_weight)
@@ -354,6 +360,37 @@ class MetaLearner(MultiWorkerFit):
             if metric.name == "loss":
                 metric.update_state(loss, sample_weight=tf.shape(y)[0])
         return self.compute_metrics(x, y, predictions, sample_weight=sample_weight)
+
+    def _warn_on_retrace(self, data) -> None:
+        """Warns, once per learner, when the training step is traced for other shapes.
+
+        Keras traces the step again when a batch's shapes differ from those it was traced
+        for (a last, smaller batch of a finite stream; batches of varying ways or shots):
+        the trace, and under `jit_compile` the compilation, is paid again. The warning
+        names each key whose shape changed.
+        """
+        names = {(1,): episode.QUERY_Y, (2,): "sample_weight"}
+        shapes = tuple(
+            (names.get(path, "/".join(str(part) for part in path[1:])), tuple(tensor.shape))
+            for path, tensor in keras.tree.flatten_with_path(data)
+        )
+        previous = getattr(self, "_traced_shapes", None)
+        self._traced_shapes = shapes
+        if previous is None or previous == shapes or getattr(self, "_warned_retrace", False):
+            return
+        self._warned_retrace = True
+        changed = ", ".join(
+            f"{key} {before} -> {after}"
+            for (key, before), (_, after) in zip(previous, shapes, strict=False)
+            if before != after
+        )
+        warnings.warn(
+            f"{self.name}'s training step is traced again because the episode batch's "
+            f"shapes changed: {changed or 'its structure changed'}. Each new shape costs a "
+            "trace (and an XLA compilation under `jit_compile`); give every batch the same "
+            "shapes (for a finite stream, a pool size that the meta-batch size divides).",
+            stacklevel=2,
+        )
 
     def test_step(self, data):
         """One evaluation step: post-adaptation query loss and metrics.
@@ -570,7 +607,8 @@ class MetaLearner(MultiWorkerFit):
         Each task's gradient is taken inside the task loop, by a tape around that task
         alone: its activations are freed before the next task, and its forward and backward
         passes lie in one graph function, where TensorFlow's oneDNN rewrite applies to every
-        gradient kernel (README: "Speed and memory options").
+        gradient kernel (README: "Speed and memory options"). Under `vectorize_tasks`,
+        `tf.vectorized_map` vectorizes the tasks' tapes together.
 
         Returns:
             `(loss, predictions, gradients)`: the mean loss of the replica's tasks, their
