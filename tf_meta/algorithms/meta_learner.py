@@ -1,7 +1,8 @@
 """The base class of every meta-learner: a `keras.Model` over episode batches."""
 
+import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -197,7 +198,8 @@ class MetaLearner(MultiWorkerFit):
         """Keras's `fit`, refusing an endless stream without `steps_per_epoch`.
 
         The learner is built from the first batch's shapes before any callback runs, so
-        that callbacks needing a built model (Keras's `BackupAndRestore`) work.
+        that callbacks needing a built model (Keras's `BackupAndRestore`) work, and so is
+        its optimizer, so that the step is traced once.
 
         Raises:
             ValueError: If `x` is an infinite `tf.data.Dataset` and `steps_per_epoch` is
@@ -216,9 +218,20 @@ class MetaLearner(MultiWorkerFit):
                 )
             spec = x.element_spec
             inputs = spec[0] if isinstance(spec, tuple) else spec
+        elif isinstance(x, Iterator) and not self.built:
+            # A generator is built from its first batch, which is put back in front.
+            first = next(x, None)
+            if first is not None:
+                x = (batch for batch in itertools.chain([first], x))
+                inputs = first[0] if isinstance(first, tuple) else first
         if not self.built and _is_episode(inputs):
             with self.distribute_strategy.scope():
                 self.build_symbolically(inputs)
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            # Built inside the first trace instead, its variables would make TensorFlow
+            # trace the step a second time.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         return super().fit(x, y, *arguments, **keywords)
 
     # The contract: four hooks on one task.
