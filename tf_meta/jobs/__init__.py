@@ -20,3 +20,9 @@ def run(main, module_name: str) -> None:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
     app.run(main)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` (jobs pass it to `tf_meta.backup.replace_atomically`)."""
+    with open(path, "w") as file:
+        file.write(text)

@@ -184,7 +184,7 @@ def main(argv):
     summary = json.dumps({"meta_steps": meta_steps, "results": results}, indent=2)
     for name, content in (("results.md", report), ("results.json", summary)):
         tf_meta.backup.replace_atomically(
-            os.path.join(output_dir, name), lambda path, text=content: _write_text(path, text)
+            os.path.join(output_dir, name), lambda path, text=content: jobs.write_text(path, text)
         )
     tf_meta.backup.replace_atomically(
         os.path.join(output_dir, "adapted_curves.png"),
@@ -195,11 +195,6 @@ def main(argv):
 
 def _mse_after(steps: int) -> str:
     return f"MSE after {steps} step{'' if steps == 1 else 's'}"
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w") as file:
-        file.write(text)
 
 
 def run():

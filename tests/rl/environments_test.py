@@ -1,0 +1,98 @@
+"""Checks the in-graph environments and the rollout, return, baseline and GAE functions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_meta
+from tf_meta.rl import rollouts
+
+
+def test_a_navigation_step_moves_by_the_clipped_velocity_and_rewards_minus_the_distance():
+    environment = tf_meta.rl.PointNavigation()
+    goals = tf.constant([[0.3, -0.2], [-0.5, 0.5]])
+    states = environment.initial_state(goals)
+    actions = tf.constant([[0.3, -0.05], [-0.02, 2.0]])
+    states, rewards = environment.step(states, actions, goals)
+    np.testing.assert_allclose(states, [[0.1, -0.05], [-0.02, 0.1]], rtol=1e-6)
+    expected = [-np.hypot(0.1 - 0.3, -0.05 + 0.2), -np.hypot(-0.02 + 0.5, 0.1 - 0.5)]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-6)
+
+
+def test_goals_lie_in_the_square_and_follow_the_seed():
+    environment = tf_meta.rl.PointNavigation(goal_range=0.5)
+    goals = environment.sample_tasks(1000, [3, 4])
+    assert np.all(np.abs(goals) <= 0.5) and np.std(goals) > 0.25
+    np.testing.assert_array_equal(goals, environment.sample_tasks(1000, [3, 4]))
+    assert not np.array_equal(goals, environment.sample_tasks(1000, [3, 5]))
+
+
+def test_fixed_seeds_give_identical_rollouts_and_another_seed_others():
+    environment = tf_meta.rl.PointNavigation(horizon=7)
+
+    def act(observations, noise):
+        return 0.5 * observations + noise
+
+    goal = tf.constant([0.2, 0.1])
+    first = rollouts.rollout(environment, act, goal, 3, [1, 2])
+    again = rollouts.rollout(environment, act, goal, 3, [1, 2])
+    other = rollouts.rollout(environment, act, goal, 3, [1, 3])
+    assert [value.shape for value in first] == [(3, 7, 2), (3, 7, 2), (3, 7)]
+    for one, two in zip(first, again, strict=True):
+        np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(first[1], other[1])
+    # Each recorded observation is the previous one moved by the clipped action.
+    observations, actions, rewards = (value.numpy() for value in first)
+    moved = observations[:, :-1] + np.clip(actions[:, :-1], -0.1, 0.1)
+    np.testing.assert_allclose(observations[:, 1:], moved, rtol=1e-5, atol=1e-7)
+    last = observations[:, -1] + np.clip(actions[:, -1], -0.1, 0.1)
+    np.testing.assert_allclose(rewards[:, -1], -np.linalg.norm(last - goal, axis=-1), rtol=1e-5)
+
+
+def test_bad_input_is_named():
+    environment = tf_meta.rl.PointNavigation()
+    goals = tf.zeros([2, 2])
+    with pytest.raises(ValueError, match="`action` must be \\[batch, 2\\]"):
+        environment.step(goals, tf.zeros([2, 3]), goals)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf reward"):
+        environment.step(goals, tf.zeros([2, 2]), tf.fill([2, 2], np.nan))
+    with pytest.raises(ValueError, match="`horizon`"):
+        tf_meta.rl.PointNavigation(horizon=0)
+    with pytest.raises(ValueError, match="`episodes`"):
+        rollouts.rollout(environment, lambda o, n: n, goals[0], 0, [0, 0])
+
+
+def test_returns_and_gae_match_their_sums():
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(3, 6)).astype("float32")
+    values = rng.normal(size=(3, 6)).astype("float32")
+    discount, gae_lambda = 0.9, 0.8
+    expected_returns = np.zeros_like(rewards)
+    expected_gae = np.zeros_like(rewards)
+    for t in range(6):
+        expected_returns[:, t] = sum(discount**k * rewards[:, t + k] for k in range(6 - t))
+        following = np.concatenate([values[:, 1:], np.zeros((3, 1))], axis=1)
+        deltas = rewards + discount * following - values
+        expected_gae[:, t] = sum(
+            (discount * gae_lambda) ** k * deltas[:, t + k] for k in range(6 - t)
+        )
+    expected_gae = (expected_gae - expected_gae.mean()) / expected_gae.std()
+    returns = rollouts.discounted_returns(tf.constant(rewards), discount)
+    np.testing.assert_allclose(returns, expected_returns, rtol=1e-5, atol=1e-6)
+    estimates = rollouts.advantages(rewards, values, discount, gae_lambda)
+    np.testing.assert_allclose(estimates, expected_gae, rtol=1e-4, atol=1e-5)
+
+
+def test_the_linear_baseline_is_the_ridge_regression_on_its_features():
+    rng = np.random.default_rng(1)
+    observations = rng.normal(size=(4, 5, 2)).astype("float32")
+    returns = rng.normal(size=(4, 5)).astype("float32")
+    time = np.tile(np.arange(5)[None, :, None] / 10.0, [4, 1, 1])
+    features = np.concatenate(
+        [observations, observations**2, time, time**2, time**3, np.ones_like(time)], axis=-1
+    ).reshape(20, -1)
+    coefficients = np.linalg.solve(
+        features.T @ features + 1e-5 * np.eye(features.shape[1]), features.T @ returns.ravel()
+    )
+    values = rollouts.linear_baseline(observations, returns, horizon=10)
+    np.testing.assert_allclose(values, (features @ coefficients).reshape(4, 5), atol=1e-4)

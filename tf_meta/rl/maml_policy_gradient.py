@@ -1,0 +1,323 @@
+"""MAML for reinforcement learning: a Gaussian policy adapted by policy gradient."""
+
+import keras
+import tensorflow as tf
+
+from tf_meta import adaptation, rules
+from tf_meta.rl import rollouts
+from tf_meta.rl.environment import TaskEnvironment
+from tf_meta.rules.update_rule import check_positive, check_positive_integer
+
+
+@keras.saving.register_keras_serializable(package="tf_meta")
+class MAMLPolicyGradient(keras.Model):
+    """MAML with policy-gradient inner and outer losses (Finn et al. 2017, section 3.2).
+
+    `fit` takes a stream of task batches `[tasks, task_size]` (`environment.task_stream`).
+    For each task, in the graph:
+
+    1. `episodes` rollouts of the current Gaussian policy (the `policy` network's mean and a
+       learned log standard deviation, one per action coordinate) give the support batch;
+    2. the inner loop (`tf_meta.adaptation.inner_loop`, gradient descent by default) takes
+       `inner_steps` REINFORCE steps on fast weights: the loss is minus the mean of
+       `log pi(a | s) * A`, with advantages `A` from GAE over the linear feature baseline
+       fitted to the batch (Duan et al. 2016), standardized as rllab does;
+    3. `episodes` rollouts of the adapted policy give the query batch, and its REINFORCE
+       loss, differentiated through adaptation (second order unless `first_order`), is the
+       task's outer loss.
+
+    With `inner_steps=0` this is a policy gradient over the tasks, without adaptation:
+    the pretrained baseline of MAML's experiments.
+
+    The compiled optimizer applies the mean of the tasks' meta-gradients (an Adam step,
+    where MAML's paper took a TRPO step). As in MAML's paper, the meta-gradient ignores that
+    the support rollouts' distribution depends on the initial weights.
+
+    Rollouts are reproducible: in training step `n` (the optimizer's iterations), task `i`
+    of the batch draws its support rollouts from the stateless seed
+    `(seed, (n * 4096 + i) * 16)` (inner step `k` adds `k` to the second entry) and its
+    query rollouts from `(seed, (n * 4096 + i) * 16 + 8)`.
+
+    Logged metrics: `loss`, and the mean undiscounted episode return of the tasks before
+    (`return_before`) and after (`return_after`) adaptation.
+
+    Args:
+        policy: A Keras network mapping observations `[batch, observation_size]` to action
+            means `[batch, action_size]`.
+        environment: The task family (`tf_meta.rl.TaskEnvironment`).
+        inner_learning_rate: The inner step size.
+        inner_steps: Inner policy-gradient steps.
+        episodes: Rollouts per task, for the support batch and again for the query batch.
+        first_order: Whether to stop the inner gradients (first-order MAML).
+        discount: The discount factor.
+        gae_lambda: GAE's lambda (1 gives discounted returns minus the baseline).
+        initial_log_std: The initial log standard deviation of the actions.
+        seed: The seed of the rollouts' noise; step `i`'s noise is a function of it and `i`.
+        **kwargs: Passed to `keras.Model`.
+
+    Raises:
+        ValueError: If `policy` is not a Keras model, `environment` is not a
+            `TaskEnvironment`, or a number is out of range (each named).
+
+    References:
+        Finn, Abbeel and Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+        Networks. ICML 2017. https://arxiv.org/abs/1703.03400
+        Williams. Simple statistical gradient-following algorithms for connectionist
+        reinforcement learning. Machine Learning 8, 1992.
+        Schulman, Moritz, Levine, Jordan and Abbeel. High-Dimensional Continuous Control
+        Using Generalized Advantage Estimation. ICLR 2016. https://arxiv.org/abs/1506.02438
+    """
+
+    def __init__(
+        self,
+        policy: keras.Model,
+        environment: TaskEnvironment,
+        inner_learning_rate: float = 0.1,
+        inner_steps: int = 1,
+        episodes: int = 20,
+        first_order: bool = False,
+        discount: float = 0.99,
+        gae_lambda: float = 1.0,
+        initial_log_std: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
+        if not isinstance(policy, keras.Model):
+            raise ValueError(f"`policy` must be a keras.Model; received {policy!r}.")
+        if not isinstance(environment, TaskEnvironment):
+            raise ValueError(
+                f"`environment` must be a tf_meta.rl.TaskEnvironment; received {environment!r}."
+            )
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.environment = environment
+        self.inner_learning_rate = check_positive("inner_learning_rate", inner_learning_rate)
+        self.inner_steps = check_positive_integer("inner_steps", inner_steps, minimum=0)
+        self.episodes = check_positive_integer("episodes", episodes)
+        self.first_order = bool(first_order)
+        self.discount = check_positive("discount", discount)
+        if self.discount > 1:
+            raise ValueError(f"`discount` must be in (0, 1]; received {discount!r}.")
+        self.gae_lambda = float(gae_lambda)
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"`gae_lambda` must be in [0, 1]; received {gae_lambda!r}.")
+        self.initial_log_std = float(initial_log_std)
+        self.seed = int(seed)
+        self.return_before = keras.metrics.Mean(name="return_before")
+        self.return_after = keras.metrics.Mean(name="return_after")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self._returns_function = tf.function(self._returns, reduce_retracing=True)
+        self.build()
+
+    def build(self, input_shape=None):
+        """Builds the policy for the environment's observations and the log-std."""
+        del input_shape
+        if not self.policy.built:
+            self.policy(keras.KerasTensor((None, self.environment.observation_size)))
+        if not self.policy.trainable_weights:
+            raise ValueError(f"`policy` ({self.policy.name}) has no trainable weights.")
+        self.log_std = self.add_weight(
+            shape=(self.environment.action_size,),
+            initializer=keras.initializers.Constant(self.initial_log_std),
+            name="log_std",
+        )
+        self.built = True
+
+    @property
+    def metrics(self):
+        """The loss and the returns before and after adaptation."""
+        return [self.loss_tracker, self.return_before, self.return_after]
+
+    # Pieces on fast weights: the policy's trainable values followed by the log-std.
+
+    def initial_weights(self) -> list:
+        """The current policy weights and log-std, as tensors."""
+        return [tf.convert_to_tensor(v.value) for v in self.policy.trainable_variables] + [
+            tf.convert_to_tensor(self.log_std.value)
+        ]
+
+    def mean_actions(self, weights, observations):
+        """The policy's action means `[batch, action_size]` with fast `weights`."""
+        non_trainable = [tf.convert_to_tensor(v.value) for v in self.policy.non_trainable_variables]
+        return adaptation.predictions(self.policy, weights[:-1], non_trainable, observations)
+
+    def sample(self, weights, task, seed):
+        """`episodes` rollouts of the policy with fast `weights` on one task.
+
+        Returns:
+            `(observations, actions, rewards)` as `tf_meta.rl.rollouts.rollout` returns them.
+        """
+        weights = [tf.stop_gradient(weight) for weight in weights]
+
+        def act(observations, noise):
+            return self.mean_actions(weights, observations) + tf.exp(weights[-1]) * noise
+
+        return rollouts.rollout(self.environment, act, task, self.episodes, seed)
+
+    def surrogate_loss(self, weights, observations, actions, rewards) -> tf.Tensor:
+        """REINFORCE's loss on a batch of rollouts: minus the mean of `log pi(a|s) * A`."""
+        returns = rollouts.discounted_returns(rewards, self.discount)
+        values = rollouts.linear_baseline(observations, returns, self.environment.horizon)
+        advantage = rollouts.advantages(rewards, values, self.discount, self.gae_lambda)
+        flat = tf.reshape(observations, [-1, self.environment.observation_size])
+        means = tf.reshape(self.mean_actions(weights, flat), tf.shape(actions))
+        log_probability = rollouts.gaussian_log_probability(actions, means, weights[-1])
+        return -tf.reduce_mean(log_probability * advantage)
+
+    def adapt(self, weights, task, seed, steps: int, first_order: bool = True):
+        """Fast weights after `steps` policy-gradient steps on fresh rollouts of one task.
+
+        Each step samples `episodes` rollouts with the current fast weights (from the
+        stateless seed `seed + [0, step]`) and descends their REINFORCE loss.
+
+        Returns:
+            `(path, returns)`: the fast weights after each step, and the mean episode return
+            of each step's rollouts.
+        """
+        returns = []
+
+        def gradients(current, step):
+            batch = self.sample(current, task, seed + tf.constant([0, 1], seed.dtype) * step)
+            returns.append(tf.reduce_mean(tf.reduce_sum(batch[2], axis=1)))
+            with tf.GradientTape() as tape:
+                tape.watch(current)
+                loss = self.surrogate_loss(current, *batch)
+            return tape.gradient(loss, current, unconnected_gradients="zero")
+
+        path = adaptation.inner_loop(
+            rules.GradientDescent(self.inner_learning_rate),
+            weights,
+            gradients,
+            steps,
+            first_order=first_order,
+        )
+        return path, returns
+
+    def _task_seed(self, index, offset):
+        """The stateless seed of task `index` of this step's batch."""
+        step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), (step * 4096 + index) * 16 + offset])
+
+    def _checked_tasks(self, tasks) -> tf.Tensor:
+        tasks = tf.convert_to_tensor(tasks, tf.float32)
+        size = self.environment.task_size
+        if tasks.shape.rank != 2 or tasks.shape[-1] != size:
+            raise ValueError(f"`tasks` must be [tasks, {size}]; received shape {tasks.shape}.")
+        return tf.debugging.check_numerics(tasks, "`tasks` contains NaN or Inf")
+
+    def train_step(self, data):
+        """One meta-step: each task's meta-gradient inside the task loop, their mean applied."""
+        tasks = self._checked_tasks(data[0] if isinstance(data, tuple) else data)
+        initial = self.initial_weights()
+        variables = self.policy.trainable_variables + [self.log_std]
+
+        def one_task(elements):
+            task, index = elements
+            weights = [tf.identity(value) for value in initial]
+            with tf.GradientTape() as tape:
+                tape.watch(weights)
+                path, returns = self.adapt(
+                    weights, task, self._task_seed(index, 0), self.inner_steps, self.first_order
+                )
+                fast = path[-1] if path else weights
+                query = self.sample(fast, task, self._task_seed(index, 8))
+                loss = self.surrogate_loss(fast, *query)
+            gradients = tape.gradient(loss, weights, unconnected_gradients="zero")
+            before = returns[0] if returns else tf.reduce_mean(tf.reduce_sum(query[2], 1))
+            after = tf.reduce_mean(tf.reduce_sum(query[2], axis=1))
+            return loss, before, after, gradients
+
+        count = tf.shape(tasks)[0]
+        losses, before, after, gradients = tf.map_fn(
+            one_task,
+            (tasks, tf.range(tf.cast(count, tf.int64))),
+            fn_output_signature=(
+                tf.float32,
+                tf.float32,
+                tf.float32,
+                [tf.TensorSpec(value.shape, value.dtype) for value in initial],
+            ),
+        )
+        by_variable = {
+            id(variable): tf.reduce_mean(gradient, axis=0)
+            for variable, gradient in zip(variables, gradients, strict=True)
+        }
+        # In `trainable_variables`' order, the order a loaded optimizer is built in.
+        gradients = [by_variable[id(variable)] for variable in self.trainable_variables]
+        with tf.control_dependencies(gradients):
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        self.loss_tracker.update_state(tf.reduce_mean(losses))
+        self.return_before.update_state(before)
+        self.return_after.update_state(after)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def test_step(self, data):
+        """The returns before and after `inner_steps` first-order adaptation steps."""
+        tasks = self._checked_tasks(data[0] if isinstance(data, tuple) else data)
+        returns = self.adaptation_returns(tasks, self.inner_steps, seed=self.seed + 1)
+        self.return_before.update_state(returns[:, 0])
+        self.return_after.update_state(returns[:, -1])
+        return {metric.name: metric.result() for metric in self.metrics[1:]}
+
+    def adaptation_returns(self, tasks, steps: int, seed: int = 0) -> tf.Tensor:
+        """Mean episode returns of each task after 0, 1, ..., `steps` adaptation steps.
+
+        Args:
+            tasks: Task parameters `[tasks, task_size]`.
+            steps: The most adaptation steps.
+            seed: The seed of the rollouts.
+
+        Returns:
+            `[tasks, steps + 1]`: column `k` is the mean undiscounted return of `episodes`
+            fresh rollouts after `k` steps.
+        """
+        tasks = self._checked_tasks(tasks)
+        check_positive_integer("steps", steps, minimum=0)
+        return self._returns_function(tasks, steps, tf.constant(seed, tf.int64))
+
+    def _returns(self, tasks, steps, seed):
+        """`adaptation_returns` as one graph (`_returns_function` compiles it)."""
+        initial = self.initial_weights()
+
+        def one_task(elements):
+            task, index = elements
+            task_seed = tf.stack([seed, index * 16])
+            path, returns = self.adapt(initial, task, task_seed, steps)
+            last = self.sample(path[-1] if path else initial, task, task_seed + [0, 8])
+            return tf.stack([*returns, tf.reduce_mean(tf.reduce_sum(last[2], axis=1))])
+
+        return tf.map_fn(
+            one_task,
+            (tasks, tf.range(tf.cast(tf.shape(tasks)[0], tf.int64))),
+            fn_output_signature=tf.TensorSpec([steps + 1], tf.float32),
+        )
+
+    def call(self, tasks):
+        """The mean return of each task after `inner_steps` adaptation steps `[tasks]`."""
+        return self.adaptation_returns(tasks, self.inner_steps, seed=self.seed + 1)[:, -1]
+
+    def get_config(self):
+        """The learner's configuration, with the policy and the environment inside it."""
+        return {
+            **super().get_config(),
+            "policy": keras.saving.serialize_keras_object(self.policy),
+            "environment": keras.saving.serialize_keras_object(self.environment),
+            "inner_learning_rate": self.inner_learning_rate,
+            "inner_steps": self.inner_steps,
+            "episodes": self.episodes,
+            "first_order": self.first_order,
+            "discount": self.discount,
+            "gae_lambda": self.gae_lambda,
+            "initial_log_std": self.initial_log_std,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuilds the learner from `get_config`'s output."""
+        config = dict(config)
+        for key in ("policy", "environment"):
+            config[key] = keras.saving.deserialize_keras_object(
+                config[key], custom_objects=custom_objects
+            )
+        return cls(**config)
