@@ -96,3 +96,47 @@ def test_the_linear_baseline_is_the_ridge_regression_on_its_features():
     )
     values = rollouts.linear_baseline(observations, returns, horizon=10)
     np.testing.assert_allclose(values, (features @ coefficients).reshape(4, 5), atol=1e-4)
+
+
+def test_an_arm_step_follows_the_manipulator_equation():
+    arm = tf_meta.rl.TwoLinkArm(damping=0.1, dt=0.05, control_cost=0.01)
+    states = tf.constant([[0.3, -0.7, 0.5, -0.2]])
+    torques = tf.constant([[0.8, -1.7]])  # the second is clipped to -1
+    target = tf.constant([[0.2, 0.4]])
+    # The equation written out with numpy: M(q) ddq = torque - c - damping * dq.
+    m, length, center = 1.0, 0.5, 0.25
+    inertia = m * length**2 / 12
+    q1, q2, dq1, dq2 = states.numpy()[0]
+    mass_matrix = np.array(
+        [
+            [
+                2 * inertia + m * (2 * center**2 + length**2 + 2 * length * center * np.cos(q2)),
+                inertia + m * (center**2 + length * center * np.cos(q2)),
+            ],
+            [inertia + m * (center**2 + length * center * np.cos(q2)), inertia + m * center**2],
+        ]
+    )
+    coriolis = m * length * center * np.sin(q2) * np.array([-(2 * dq1 * dq2 + dq2**2), dq1**2])
+    torque = np.array([0.8, -1.0])
+    accelerations = np.linalg.solve(mass_matrix, torque - coriolis - 0.1 * np.array([dq1, dq2]))
+    velocities = np.array([dq1, dq2]) + 0.05 * accelerations
+    angles = np.array([q1, q2]) + 0.05 * velocities
+    tip = length * np.array(
+        [
+            np.cos(angles[0]) + np.cos(angles.sum()),
+            np.sin(angles[0]) + np.sin(angles.sum()),
+        ]
+    )
+    reward = -np.linalg.norm(tip - [0.2, 0.4]) - 0.01 * (torque**2).sum()
+    new_states, rewards = arm.step(states, torques, target)
+    np.testing.assert_allclose(new_states[0], [*angles, *velocities], rtol=1e-5)
+    np.testing.assert_allclose(rewards, [reward], rtol=1e-5)
+    observation = arm.observe(new_states, target)[0]
+    np.testing.assert_allclose(observation[6:], tip - [0.2, 0.4], rtol=1e-5, atol=1e-6)
+
+
+def test_arm_targets_lie_in_the_reachable_annulus():
+    arm = tf_meta.rl.TwoLinkArm(length=0.5)
+    radii = np.linalg.norm(arm.sample_tasks(2000, [1, 1]), axis=-1)
+    assert radii.min() >= 0.3 - 1e-6 and radii.max() <= 0.9 + 1e-6
+    assert np.ptp(radii) > 0.55

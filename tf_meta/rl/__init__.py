@@ -2,7 +2,18 @@
 
 from tf_meta.rl import rollouts
 from tf_meta.rl.environment import TaskEnvironment
+from tf_meta.rl.gymnasium_environment import GymnasiumEnvironment
+from tf_meta.rl.half_cheetah import HalfCheetah
 from tf_meta.rl.maml_policy_gradient import MAMLPolicyGradient
 from tf_meta.rl.point_navigation import PointNavigation
+from tf_meta.rl.two_link_arm import TwoLinkArm
 
-__all__ = ["MAMLPolicyGradient", "PointNavigation", "TaskEnvironment", "rollouts"]
+__all__ = [
+    "GymnasiumEnvironment",
+    "HalfCheetah",
+    "MAMLPolicyGradient",
+    "PointNavigation",
+    "TaskEnvironment",
+    "TwoLinkArm",
+    "rollouts",
+]

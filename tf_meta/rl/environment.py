@@ -23,6 +23,7 @@ class TaskEnvironment:
     time with an `InvalidArgumentError` naming `reward`, before anything depends on it.
 
     Attributes:
+        in_graph: Whether the steps are graph ops (else Python, as for Gymnasium).
         observation_size: The length of an observation.
         action_size: The length of an action.
         task_size: The length of a task parameter.
@@ -33,6 +34,7 @@ class TaskEnvironment:
     action_size: int
     task_size: int
     horizon: int
+    in_graph = True
 
     def sample_tasks(self, count: int, seed) -> tf.Tensor:
         """Task parameters `[count, task_size]` from the stateless `seed`."""

@@ -198,6 +198,25 @@ class MAMLPolicyGradient(keras.Model):
         step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), (step * 4096 + index) * 16 + offset])
 
+    def _parallel_tasks(self) -> int | None:
+        """One task at a time for an environment stepped outside the graph (one simulator)."""
+        return None if self.environment.in_graph else 1
+
+    def compile(self, *arguments, jit_compile="auto", **keywords):
+        """Keras's `compile`; without XLA for an environment stepped outside the graph.
+
+        Raises:
+            ValueError: If `jit_compile=True` and the environment is not in the graph.
+        """
+        if not self.environment.in_graph:
+            if jit_compile is True:
+                raise ValueError(
+                    f"`jit_compile=True` cannot compile {type(self.environment).__name__}, "
+                    "whose steps run in Python outside the graph."
+                )
+            jit_compile = False
+        super().compile(*arguments, jit_compile=jit_compile, **keywords)
+
     def _checked_tasks(self, tasks) -> tf.Tensor:
         tasks = tf.convert_to_tensor(tasks, tf.float32)
         size = self.environment.task_size
@@ -231,6 +250,7 @@ class MAMLPolicyGradient(keras.Model):
         losses, before, after, gradients = tf.map_fn(
             one_task,
             (tasks, tf.range(tf.cast(count, tf.int64))),
+            parallel_iterations=self._parallel_tasks(),
             fn_output_signature=(
                 tf.float32,
                 tf.float32,
@@ -289,6 +309,7 @@ class MAMLPolicyGradient(keras.Model):
         return tf.map_fn(
             one_task,
             (tasks, tf.range(tf.cast(tf.shape(tasks)[0], tf.int64))),
+            parallel_iterations=self._parallel_tasks(),
             fn_output_signature=tf.TensorSpec([steps + 1], tf.float32),
         )
 
