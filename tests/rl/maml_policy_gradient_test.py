@@ -128,3 +128,22 @@ def test_bad_input_is_named_and_changes_nothing():
             tf_meta.rl.MAMLPolicyGradient(policy, environment, **{name: value})
     with pytest.raises(ValueError, match="`environment`"):
         tf_meta.rl.MAMLPolicyGradient(policy, "navigation")
+
+
+def test_a_step_under_mirrored_strategy_equals_the_single_device_step(mirrored_strategy):
+    tasks = tf.constant([[0.3, 0.2], [-0.4, 0.1], [0.1, -0.3], [0.0, 0.45]])
+
+    def step(strategy):
+        with strategy.scope():
+            learner = linear_learner()
+            learner.compile(optimizer=keras.optimizers.SGD(1.0))
+        dataset = tf.data.Dataset.from_tensors(tasks)
+        history = learner.fit(dataset, epochs=1, verbose=0)
+        return [value.numpy() for value in learner.initial_weights()], history.history
+
+    single, single_logs = step(tf.distribute.get_strategy())
+    mirrored, mirrored_logs = step(mirrored_strategy)
+    for one, two in zip(single, mirrored, strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
+    for name in ("return_before", "return_after"):
+        np.testing.assert_allclose(mirrored_logs[name], single_logs[name], rtol=1e-5)

@@ -198,6 +198,21 @@ class MAMLPolicyGradient(keras.Model):
         step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), (step * 4096 + index) * 16 + offset])
 
+    def _replica_share(self, tasks):
+        """This replica's task count, the global index of its first task, the global count.
+
+        On one device: the batch's count, 0 and the count. Under a distribution strategy
+        the replicas' counts are gathered, so that every task keeps the index (and so the
+        rollouts) it has on one device.
+        """
+        count = tf.cast(tf.shape(tasks)[0], tf.int64)
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return count, tf.constant(0, tf.int64), count
+        context = tf.distribute.get_replica_context()
+        counts = context.all_gather(count[None], axis=0)
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        return count, tf.reduce_sum(counts[:replica]), tf.reduce_sum(counts)
+
     def _parallel_tasks(self) -> int | None:
         """One task at a time for an environment stepped outside the graph (one simulator)."""
         return None if self.environment.in_graph else 1
@@ -225,7 +240,11 @@ class MAMLPolicyGradient(keras.Model):
         return tf.debugging.check_numerics(tasks, "`tasks` contains NaN or Inf")
 
     def train_step(self, data):
-        """One meta-step: each task's meta-gradient inside the task loop, their mean applied."""
+        """One meta-step: each task's meta-gradient inside the task loop, their mean applied.
+
+        Under a distribution strategy each replica differentiates its share of the tasks,
+        and the step equals the single-device step on the same batch.
+        """
         tasks = self._checked_tasks(data[0] if isinstance(data, tuple) else data)
         initial = self.initial_weights()
         variables = self.policy.trainable_variables + [self.log_std]
@@ -246,10 +265,10 @@ class MAMLPolicyGradient(keras.Model):
             after = tf.reduce_mean(tf.reduce_sum(query[2], axis=1))
             return loss, before, after, gradients
 
-        count = tf.shape(tasks)[0]
+        count, first, total = self._replica_share(tasks)
         losses, before, after, gradients = tf.map_fn(
             one_task,
-            (tasks, tf.range(tf.cast(count, tf.int64))),
+            (tasks, first + tf.range(count)),
             parallel_iterations=self._parallel_tasks(),
             fn_output_signature=(
                 tf.float32,
@@ -258,8 +277,9 @@ class MAMLPolicyGradient(keras.Model):
                 [tf.TensorSpec(value.shape, value.dtype) for value in initial],
             ),
         )
+        # Sums over this replica's tasks over the global count: the optimizer sums replicas.
         by_variable = {
-            id(variable): tf.reduce_mean(gradient, axis=0)
+            id(variable): tf.reduce_sum(gradient, axis=0) / tf.cast(total, gradient.dtype)
             for variable, gradient in zip(variables, gradients, strict=True)
         }
         # In `trainable_variables`' order, the order a loaded optimizer is built in.
