@@ -147,3 +147,28 @@ def test_a_step_under_mirrored_strategy_equals_the_single_device_step(mirrored_s
         np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
     for name in ("return_before", "return_after"):
         np.testing.assert_allclose(mirrored_logs[name], single_logs[name], rtol=1e-5)
+
+
+def test_the_exported_policy_adapts_to_a_clients_rollouts_as_in_memory(tmp_path):
+    learner = linear_learner(inner_steps=2)
+    goal = tf.constant([0.3, -0.2])
+    rollout = learner.sample(learner.initial_weights(), goal, [4, 4])
+    queries = tf.constant([[0.0, 0.0], [0.2, -0.1]])
+    adapted = learner.adapt_to_rollouts(*rollout)
+    expected = learner.mean_actions(adapted, queries).numpy()
+    unadapted = learner.mean_actions(learner.initial_weights(), queries).numpy()
+    assert np.abs(expected - unadapted).max() > 1e-3  # adaptation changes the actions
+    path = tmp_path / "policy"
+    tf_meta.rl.export_policy(learner, path)
+    with pytest.raises(ValueError, match="exists"):
+        tf_meta.rl.export_policy(learner, path)
+    loaded = tf.saved_model.load(str(path))
+    served = loaded.signatures["serving_default"](
+        observations=rollout[0], actions=rollout[1], rewards=rollout[2], query_observations=queries
+    )
+    np.testing.assert_allclose(served["actions"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served["log_std"], adapted[-1], rtol=1e-6)
+    acted = loaded.signatures["act"](observations=queries)["actions"]
+    np.testing.assert_allclose(acted, unadapted, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`rewards` must be \\[episodes, steps\\]"):
+        learner.adapt_to_rollouts(rollout[0], rollout[1], rollout[2][0])

@@ -6,6 +6,7 @@ from tf_meta.rl.gymnasium_environment import GymnasiumEnvironment
 from tf_meta.rl.half_cheetah import HalfCheetah
 from tf_meta.rl.maml_policy_gradient import MAMLPolicyGradient
 from tf_meta.rl.point_navigation import PointNavigation
+from tf_meta.rl.policy_export import export_policy
 from tf_meta.rl.two_link_arm import TwoLinkArm
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "PointNavigation",
     "TaskEnvironment",
     "TwoLinkArm",
+    "export_policy",
     "rollouts",
 ]

@@ -193,6 +193,56 @@ class MAMLPolicyGradient(keras.Model):
         )
         return path, returns
 
+    def adapt_to_rollouts(self, observations, actions, rewards, steps: int | None = None):
+        """Fast weights after `steps` REINFORCE steps on given rollouts of one task.
+
+        This is how a deployed policy adapts to a client's transitions (the serving
+        export): unlike `adapt`, every step reuses the same rollouts, since no new ones
+        can be sampled.
+
+        Args:
+            observations: `[episodes, steps, observation_size]`.
+            actions: `[episodes, steps, action_size]`, the actions taken.
+            rewards: `[episodes, steps]`.
+            steps: Adaptation steps; None uses `inner_steps`.
+
+        Returns:
+            The fast weights (the policy's trainable values, then the log-std).
+
+        Raises:
+            ValueError: If the rollouts' shapes disagree with the environment's sizes.
+        """
+        steps = self.inner_steps if steps is None else steps
+        check_positive_integer("steps", steps, minimum=0)
+        observations = tf.convert_to_tensor(observations, tf.float32)
+        actions = tf.convert_to_tensor(actions, tf.float32)
+        rewards = tf.convert_to_tensor(rewards, tf.float32)
+        for name, value, rank, size in (
+            ("observations", observations, 3, self.environment.observation_size),
+            ("actions", actions, 3, self.environment.action_size),
+            ("rewards", rewards, 2, None),
+        ):
+            if value.shape.rank != rank or (size is not None and value.shape[-1] != size):
+                wanted = "[episodes, steps" + (f", {size}]" if size else "]")
+                raise ValueError(f"`{name}` must be {wanted}; received shape {value.shape}.")
+        rewards = tf.debugging.check_numerics(rewards, "`rewards` contains NaN or Inf")
+
+        def gradients(current, step):
+            del step
+            with tf.GradientTape() as tape:
+                tape.watch(current)
+                loss = self.surrogate_loss(current, observations, actions, rewards)
+            return tape.gradient(loss, current, unconnected_gradients="zero")
+
+        path = adaptation.inner_loop(
+            rules.GradientDescent(self.inner_learning_rate),
+            self.initial_weights(),
+            gradients,
+            steps,
+            first_order=True,
+        )
+        return path[-1] if path else self.initial_weights()
+
     def _task_seed(self, index, offset):
         """The stateless seed of task `index` of this step's batch."""
         step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)

@@ -92,7 +92,7 @@ def baseline_features(observations: tf.Tensor, horizon: int) -> tf.Tensor:
     square and cube, and a constant.
     """
     observations = tf.clip_by_value(tf.cast(observations, tf.float64), -10.0, 10.0)
-    episodes, steps = tf.shape(observations)[0], observations.shape[1]
+    episodes, steps = tf.shape(observations)[0], tf.shape(observations)[1]
     time = tf.cast(tf.range(steps), tf.float64)[None, :, None] / float(horizon)
     time = tf.tile(time, [episodes, 1, 1])
     return tf.concat(
