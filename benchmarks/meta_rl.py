@@ -4,10 +4,12 @@
    (`tf_meta.rl.PointNavigation`) and as a `gymnasium.Env` stepped through
    `tf_meta.rl.GymnasiumEnvironment`: environment steps per second of `rollouts.rollout`
    (20 episodes of 100 steps per task, one compiled function), in alternating rounds.
-2. **Learning curves.** `tf_meta.rl.MAMLPolicyGradient` on `TwoLinkArm` (in the graph) and
-   on MuJoCo `HalfCheetah` with target velocities (through Gymnasium): every
-   `--eval_every` meta-steps, the mean return on held-out tasks before and after one
-   adaptation step, with 95% intervals; a PNG of the curves.
+2. **Learning curves.** `tf_meta.rl.MAMLPolicyGradient` on `TwoLinkArm` (in the graph), on
+   MuJoCo `HalfCheetah` with target velocities and on Meta-World's ML1 `reach` (both through
+   Gymnasium; ML1 trains on its 50 training variations and is evaluated on its 50 held-out
+   ones, the benchmark's protocol): every `--eval_every`
+   meta-steps, the mean return on held-out tasks before and after one adaptation step, with
+   95% intervals, and ML1's success rate after one step; a PNG of the curves.
 
     python benchmarks/meta_rl.py --output_dir=benchmarks/results/meta_rl
 
@@ -36,6 +38,8 @@ flags.DEFINE_integer("rounds", 3, "Alternating rounds of the rollout timing.")
 flags.DEFINE_integer("arm_steps", 300, "Meta-steps on TwoLinkArm.")
 flags.DEFINE_integer("cheetah_steps", 40, "Meta-steps on HalfCheetah velocity.")
 flags.DEFINE_integer("cheetah_horizon", 200, "HalfCheetah episode length (MAML: 200).")
+flags.DEFINE_integer("ml1_steps", 20, "Meta-steps on Meta-World ML1 reach.")
+flags.DEFINE_integer("ml1_horizon", 150, "Meta-World episode length.")
 flags.DEFINE_integer("meta_batch_size", 10, "Tasks per meta-step.")
 flags.DEFINE_integer("episodes", 10, "Rollouts per task (MAML: 20).")
 flags.DEFINE_integer("eval_every", 10, "Meta-steps between evaluations.")
@@ -134,34 +138,54 @@ def _policy(observation_size, action_size):
 
 
 class _Evaluate(keras.callbacks.Callback):
-    """Returns on held-out tasks before and after one adaptation step, every `every` steps."""
+    """Returns on held-out tasks before and after one adaptation step, every `every` steps.
 
-    def __init__(self, tasks, every, curve):
+    `evaluator` shares the trained learner's policy and runs on the held-out environment.
+    """
+
+    def __init__(self, evaluator, tasks, every, curve):
         super().__init__()
-        self.tasks, self.every, self.curve = tasks, every, curve
+        self.evaluator, self.tasks, self.every, self.curve = evaluator, tasks, every, curve
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every == 0:
-            returns = self.model.adaptation_returns(self.tasks, 1, seed=99).numpy()
+            self.evaluator.log_std.assign(self.model.log_std)
+            returns = self.evaluator.adaptation_returns(self.tasks, 1, seed=99).numpy()
             self.curve.append(
                 [step, *tf_meta.evaluation.confidence_interval(returns[:, 0])]
                 + list(tf_meta.evaluation.confidence_interval(returns[:, 1]))
+                + [_success_rate(self.evaluator, self.tasks)]
             )
 
 
-def _curve(name, environment, steps):
+def _success_rate(learner, tasks):
+    """Meta-World's success rate after one adaptation step (None for other families)."""
+    environment = learner.environment
+    if not isinstance(environment, tf_meta.rl.MetaWorldML1):
+        return None
+    rates = []
+    for index, task in enumerate(tasks):
+        seed = tf.constant([98, index * 16], tf.int64)
+        path, _ = learner.adapt(learner.initial_weights(), task, seed, 1)
+        learner.sample(path[-1], task, seed + [0, 8])
+        rates.append(environment.successes.mean())
+    return float(np.mean(rates))
+
+
+def _curve(name, environment, steps, held_out):
     keras.utils.set_random_seed(0)
-    learner = tf_meta.rl.MAMLPolicyGradient(
-        _policy(environment.observation_size, environment.action_size),
-        environment,
-        inner_learning_rate=0.1,
-        episodes=FLAGS.episodes,
+    policy = _policy(environment.observation_size, environment.action_size)
+    learner, evaluator = (
+        tf_meta.rl.MAMLPolicyGradient(
+            policy, family, inner_learning_rate=0.1, episodes=FLAGS.episodes
+        )
+        for family in (environment, held_out)
     )
     learner.compile(optimizer=keras.optimizers.Adam(1e-3))
-    tasks = environment.sample_tasks(FLAGS.eval_tasks, [7, 7])
+    tasks = held_out.sample_tasks(FLAGS.eval_tasks, [7, 7])
     curve = []
-    callbacks = [_Evaluate(tasks, FLAGS.eval_every, curve)]
+    callbacks = [_Evaluate(evaluator, tasks, FLAGS.eval_every, curve)]
     if FLAGS.backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(FLAGS.backup_dir, name)))
     start = time.perf_counter()
@@ -177,8 +201,9 @@ def _curve(name, environment, steps):
 
 def main(_):
     if FLAGS.smoke:
-        FLAGS.rounds, FLAGS.arm_steps, FLAGS.cheetah_steps = 1, 2, 2
-        FLAGS.cheetah_horizon, FLAGS.episodes, FLAGS.meta_batch_size = 20, 2, 2
+        FLAGS.rounds, FLAGS.arm_steps, FLAGS.cheetah_steps, FLAGS.ml1_steps = 1, 2, 2, 2
+        FLAGS.cheetah_horizon, FLAGS.ml1_horizon = 20, 20
+        FLAGS.episodes, FLAGS.meta_batch_size = 2, 2
         FLAGS.eval_every, FLAGS.eval_tasks = 1, 2
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     rates = _rollout_rates(episodes=20, tasks=2 if FLAGS.smoke else 10)
@@ -192,27 +217,38 @@ def main(_):
     ratio = np.mean(rates["in the graph"]) / np.mean(rates["Gymnasium"])
     lines.append(f"\nIn the graph / Gymnasium: {ratio:.1f}x\n")
 
+    arm = tf_meta.rl.TwoLinkArm()
+    cheetah = tf_meta.rl.HalfCheetah(
+        "velocity", episodes=FLAGS.episodes, horizon=FLAGS.cheetah_horizon
+    )
+    # Held-out tasks: other draws of the same distribution, or ML1's held-out variations.
     families = {
-        "TwoLinkArm": (tf_meta.rl.TwoLinkArm(), FLAGS.arm_steps),
-        "HalfCheetah velocity": (
-            tf_meta.rl.HalfCheetah(
-                "velocity", episodes=FLAGS.episodes, horizon=FLAGS.cheetah_horizon
+        "TwoLinkArm": (arm, arm, FLAGS.arm_steps),
+        "HalfCheetah velocity": (cheetah, cheetah, FLAGS.cheetah_steps),
+        "Meta-World ML1 reach": (
+            *(
+                tf_meta.rl.MetaWorldML1(
+                    "reach-v3", split, episodes=FLAGS.episodes, horizon=FLAGS.ml1_horizon
+                )
+                for split in ("train", "test")
             ),
-            FLAGS.cheetah_steps,
+            FLAGS.ml1_steps,
         ),
     }
     curves, seconds = {}, {}
-    for name, (environment, steps) in families.items():
-        curves[name], seconds[name] = _curve(name.split()[0], environment, steps)
+    for name, (environment, held_out, steps) in families.items():
+        curves[name], seconds[name] = _curve(name.replace(" ", "_"), environment, steps, held_out)
     lines += [
-        "| family | meta-steps | seconds | return before adaptation | after one step |",
-        "|---|---|---|---|---|",
+        "| family | meta-steps | training seconds | return before adaptation | after one "
+        "step | success after one step |",
+        "|---|---|---|---|---|---|",
     ]
     for name, curve in curves.items():
-        for step, before, before_half, after, after_half in curve:
+        for step, before, before_half, after, after_half, success in curve:
+            rate = "" if success is None else f"{success:.0%}"
             lines.append(
                 f"| {name} | {step} | {seconds[name]:.0f} | {before:.1f} ± {before_half:.1f} | "
-                f"{after:.1f} ± {after_half:.1f} |"
+                f"{after:.1f} ± {after_half:.1f} | {rate} |"
             )
     report = "\n".join(lines)
     print(report)
@@ -224,7 +260,12 @@ def main(_):
     for axis, (name, curve) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         values = np.array(curve)
         for column, label in ((1, "before adaptation"), (3, "after one step")):
-            axis.errorbar(values[:, 0], values[:, column], yerr=values[:, column + 1], label=label)
+            axis.errorbar(
+                values[:, 0].astype(float),
+                values[:, column].astype(float),
+                yerr=values[:, column + 1].astype(float),
+                label=label,
+            )
         axis.set_title(name)
         axis.set_xlabel("meta-steps")
         axis.set_ylabel("mean return on held-out tasks")

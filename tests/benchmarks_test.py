@@ -4,7 +4,8 @@ Every script runs in a process of its own, all at once, so that the test takes a
 as the slowest of them. CI runs three of them (Omniglot accuracy, the data pipeline, transfer
 tuning) within the suite's 8 minutes; the others (the scaling benchmark, which starts worker
 processes of its own, the memory sweep, throughput, the op profile, the generator-input timing,
-the tuner comparison and the learned optimizers) are slow: `pytest -m slow` runs them.
+the meta-RL benchmark, the tuner comparison and the learned optimizers) are slow:
+`pytest -m slow` runs them.
 """
 
 import os
@@ -71,6 +72,7 @@ def test_the_slower_smoke_modes_report(omniglot_dir, tmp_path):
             "| MAML, tasks vectorized, XLA |",
         ],
         ("op_profile.py",): ["| op type | MAML baseline (s) | count | MAML (second order) (s) |"],
+        ("meta_rl.py",): ["| in the graph |", "| Meta-World ML1 reach | 2 |"],
         ("generator_input.py",): ["| default |", "| vectorize_tasks |"],
         ("tuning.py", f"--output_dir={tmp_path}"): [
             f"| {name} |" for name in ("random", "evolution", "reinforce")

@@ -2,9 +2,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 RUN = "from tf_meta.jobs.navigation import run; run()"
 
 
+@pytest.mark.slow  # 20 s; tests/rl checks the learner the job runs
 def test_job_writes_the_table_and_both_plots(tmp_path):
     budget = ["--meta_steps=20", "--eval_tasks=6", "--episodes=5", "--meta_batch_size=4"]
     completed = subprocess.run(

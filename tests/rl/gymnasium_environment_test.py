@@ -99,3 +99,35 @@ def test_a_learner_trains_on_an_external_environment_and_refuses_xla():
         rollouts.rollout(environment, act, tf.constant([9.0]), 3, [0, 0])
     with pytest.raises(ValueError, match="time limit of 200"):
         PendulumGravity(horizon=201)
+
+
+def test_meta_world_reach_returns_equal_stepping_it_directly_and_record_success():
+    import metaworld
+
+    environment = tf_meta.rl.MetaWorldML1("reach-v3", episodes=2, horizon=6, seed=3)
+    rewards = rollouts.rollout(environment, reach, tf.constant([4.0]), 2, [5, 6])[2].numpy()
+    noise = tf.random.stateless_normal([6, 2, 4], [5, 6]).numpy()
+    benchmark = metaworld.ML1("reach-v3", seed=3)
+    expected = []
+    for episode, seed in enumerate([3, 4]):
+        direct = benchmark.train_classes["reach-v3"]()
+        direct.set_task(benchmark.train_tasks[4])
+        observation, _ = direct.reset(seed=seed)
+        total = 0.0
+        for step in range(6):
+            inputs = observation[None].astype("float32")
+            action = np.asarray(reach(inputs, noise[step, episode : episode + 1]))[0]
+            action = np.clip(action, -1, 1)
+            observation, value, _, _, _ = direct.step(action)
+            total += value
+        expected.append(total)
+    np.testing.assert_allclose(rewards.sum(1), expected, rtol=1e-4)
+    assert environment.successes.shape == (2,) and environment.successes.dtype == bool
+    indices = environment.sample_tasks(500, [0, 1]).numpy()
+    assert indices.min() == 0 and indices.max() == 49 and np.all(indices == np.round(indices))
+    with pytest.raises(ValueError, match="`skill`"):
+        tf_meta.rl.MetaWorldML1("reach-v9")
+
+
+def reach(observations, noise):
+    return 0.5 * observations[:, :4] + noise  # Meta-World: 39 observations, 4 actions

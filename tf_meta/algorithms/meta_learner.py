@@ -348,10 +348,10 @@ class MetaLearner(MultiWorkerFit):
 
     def train_step(self, data):
         """One meta-training step on a checked episode batch (see the class docstring)."""
-        self._warn_on_retrace(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
+        self._warn_on_retrace((x, y, sample_weight))
         task_count = self._task_count(y)
         with tf.control_dependencies([self._has_tasks(y, task_count)]):
             y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
@@ -384,8 +384,9 @@ class MetaLearner(MultiWorkerFit):
         """
         names = {(1,): episode.QUERY_Y, (2,): "sample_weight"}
         shapes = tuple(
-            (names.get(path, "/".join(str(part) for part in path[1:])), tuple(tensor.shape))
+            (names.get(path, "/".join(str(part) for part in path[1:])), _shape(tensor))
             for path, tensor in keras.tree.flatten_with_path(data)
+            if tensor is not None
         )
         previous = getattr(self, "_traced_shapes", None)
         self._traced_shapes = shapes
@@ -816,6 +817,12 @@ class MetaLearner(MultiWorkerFit):
                 config["inner_loss"], custom_objects=custom_objects
             )
         return cls(**config)
+
+
+def _shape(tensor) -> tuple | str:
+    """A tensor's shape as a tuple, or "unknown rank"."""
+    shape = tf.TensorShape(tensor.shape)
+    return "unknown rank" if shape.rank is None else tuple(shape)
 
 
 def _is_episode(inputs) -> bool:

@@ -17,7 +17,8 @@ class GymnasiumEnvironment(TaskEnvironment):
     in-graph families, at the simulator's speed. Not under `jit_compile`: XLA cannot call
     Python.
 
-    A subclass names the environment and implements the task: `sample_tasks` (graph code,
+    A subclass names the environment (or builds it, overriding `make_environment`) and
+    implements the task: `sample_tasks` (graph code,
     as for any family), `set_task(environment, task)` to configure one copy for a task
     (a NumPy vector), and optionally `reward(task, reward, information)` to compute the
     task's reward from the environment's own reward and `info` dict. Actions are clipped
@@ -26,7 +27,9 @@ class GymnasiumEnvironment(TaskEnvironment):
     termination, rewards are 0 and the observation stays the last one.
 
     Each reset seeds the copies with `seed` and a count of resets, so a fresh process that
-    runs the same rollouts gets the same results.
+    runs the same rollouts gets the same results. If the environment reports `success` in
+    its `info` (Meta-World does), `successes` holds, per copy, whether the current episode
+    has succeeded.
 
     Args:
         environment_id: The Gymnasium id (`"HalfCheetah-v5"`).
@@ -54,9 +57,9 @@ class GymnasiumEnvironment(TaskEnvironment):
         self.seed = int(seed)
         self.make_arguments = dict(make_arguments)
         self.vector = gymnasium.vector.SyncVectorEnv(
-            [lambda: gymnasium.make(environment_id, **make_arguments) for _ in range(self.episodes)]
+            [self.make_environment for _ in range(self.episodes)]
         )
-        limit = self.vector.envs[0].spec.max_episode_steps
+        limit = getattr(self.vector.envs[0].spec, "max_episode_steps", None)
         if limit is not None and self.horizon > limit:
             raise ValueError(
                 f"`horizon` ({horizon}) exceeds {environment_id}'s time limit of {limit} steps."
@@ -65,6 +68,13 @@ class GymnasiumEnvironment(TaskEnvironment):
         self.action_size = int(np.prod(self.vector.single_action_space.shape))
         self._resets = 0
         self._tasks = None
+        self.successes = np.zeros(self.episodes, bool)
+
+    def make_environment(self):
+        """One copy of the environment; the default is `gymnasium.make` of the id."""
+        import gymnasium
+
+        return gymnasium.make(self.environment_id, **self.make_arguments)
 
     def set_task(self, environment, task: np.ndarray) -> None:
         """Configures one copy (the unwrapped Gymnasium environment) for `task`."""
@@ -88,6 +98,7 @@ class GymnasiumEnvironment(TaskEnvironment):
         seeds = [self.seed + self._resets * self.episodes + index for index in range(count)]
         self._resets += 1
         observations, _ = self.vector.reset(seed=seeds)
+        self.successes = np.zeros(count, bool)
         return np.concatenate(
             [observations.reshape(count, -1), np.zeros([count, 1])], axis=1
         ).astype(np.float32)
@@ -103,6 +114,8 @@ class GymnasiumEnvironment(TaskEnvironment):
                 for index, (task, reward) in enumerate(zip(self._tasks, rewards, strict=True))
             ]
         )
+        if "success" in information:
+            self.successes |= ~ended & (np.asarray(information["success"]) > 0)
         observations = observations.reshape(len(states), -1)
         observations = np.where(ended[:, None], states[:, :-1], observations)
         rewards = np.where(ended, 0.0, rewards)
