@@ -2,10 +2,10 @@
 
 Run `tf-meta-navigation --help` for the flags. The job meta-trains
 `tf_meta.rl.MAMLPolicyGradient` (Gaussian policy, MLP 2-100-100-2, 20 rollouts per task,
-meta-batch 20, inner learning rate 0.1, one inner step, Adam as the outer step), trains the
-pretrained baseline (the same policy trained by policy gradient on all tasks, without
-adaptation) on the same stream, and keeps a randomly initialized policy. It then adapts all
-three with the same inner learning rate on held-out goals and reports the mean episode
+meta-batch 20, inner learning rate 0.1, one inner step, Adam as the outer step, or with
+`--outer_step=trpo` the paper's TRPO step), trains the pretrained baseline (the same policy
+trained by policy gradient on all tasks, without adaptation) on the same stream, and keeps a
+randomly initialized policy. It then adapts all three with the same inner learning rate on held-out goals and reports the mean episode
 return after 0, 1, 2 and 3 policy-gradient steps with 95% confidence intervals over goals,
 as in the paper's Figure 4. It writes `results.md`, `results.json`, `returns.png` and
 `trajectories.png` to `--output_dir`.
@@ -34,6 +34,13 @@ flags.DEFINE_integer("meta_batch_size", 20, "Tasks (goals) per meta-step.")
 flags.DEFINE_integer("episodes", 20, "Rollouts per task for adaptation and for the query.")
 flags.DEFINE_float("inner_learning_rate", 0.1, "Inner policy-gradient step size (alpha).")
 flags.DEFINE_float("learning_rate", 0.001, "Adam learning rate of the outer step.")
+flags.DEFINE_enum(
+    "outer_step",
+    "optimizer",
+    ["optimizer", "trpo"],
+    "The outer step: Adam (--learning_rate) or MAML's TRPO step (--max_kl).",
+)
+flags.DEFINE_float("max_kl", 0.01, "The trust region of the TRPO outer step.")
 flags.DEFINE_integer("hidden_units", 100, "Units in each of the policy's two hidden layers.")
 flags.DEFINE_integer("eval_tasks", 40, "Held-out goals.")
 flags.DEFINE_integer("seed", 0, "Seed of weights and training goals; evaluation uses seed+1.")
@@ -70,6 +77,8 @@ def _learner(name, inner_steps, environment):
         inner_steps=inner_steps,
         episodes=FLAGS.episodes,
         seed=FLAGS.seed,
+        outer_step=FLAGS.outer_step,
+        max_kl=FLAGS.max_kl,
         name=name,
     )
     learner.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
@@ -174,7 +183,8 @@ def main(argv):
     training = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
     report = (
         f"2D point navigation, {FLAGS.meta_steps} meta-steps of {FLAGS.meta_batch_size} goals, "
-        f"{FLAGS.episodes} rollouts per task, inner learning rate {FLAGS.inner_learning_rate}; "
+        f"{FLAGS.episodes} rollouts per task, inner learning rate {FLAGS.inner_learning_rate}, "
+        f"outer step {FLAGS.outer_step}; "
         f"mean episode return (horizon 100) on {FLAGS.eval_tasks} held-out goals, mean ± 95% "
         f"confidence interval over goals. Training time: {training}.\n\n"
         + "\n".join(rows)

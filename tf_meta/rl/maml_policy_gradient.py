@@ -4,9 +4,11 @@ import keras
 import tensorflow as tf
 
 from tf_meta import adaptation, rules
-from tf_meta.rl import rollouts
+from tf_meta.rl import rollouts, trust_region
 from tf_meta.rl.environment import TaskEnvironment
 from tf_meta.rules.update_rule import check_positive, check_positive_integer
+
+OUTER_STEPS = ("optimizer", "trpo")
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -29,9 +31,17 @@ class MAMLPolicyGradient(keras.Model):
     With `inner_steps=0` this is a policy gradient over the tasks, without adaptation:
     the pretrained baseline of MAML's experiments.
 
-    The compiled optimizer applies the mean of the tasks' meta-gradients (an Adam step,
-    where MAML's paper took a TRPO step). As in MAML's paper, the meta-gradient ignores that
-    the support rollouts' distribution depends on the initial weights.
+    The outer step is the compiled optimizer's (`outer_step="optimizer"`, e.g. Adam) on the
+    mean of the tasks' meta-gradients, or MAML's own, `outer_step="trpo"`: the trust-region
+    step of Schulman et al. (2015) on the adapted policies. It maximizes the query rollouts'
+    importance-weighted advantage under a bound `max_kl` on the mean KL divergence between
+    the adapted policies before and after the step, both functions of the initial weights
+    through adaptation on the same support rollouts: the natural gradient from 10
+    conjugate-gradient iterations with Fisher-vector products (Hessian-vector products of
+    the KL, differentiated through adaptation), then a backtracking line search that keeps
+    the KL bound and an improvement. The TRPO step runs on one replica. As in MAML's paper,
+    the meta-gradient ignores that the support rollouts' distribution depends on the initial
+    weights.
 
     Rollouts are reproducible: in training step `n` (the optimizer's iterations), task `i`
     of the batch draws its support rollouts from the stateless seed
@@ -53,6 +63,8 @@ class MAMLPolicyGradient(keras.Model):
         gae_lambda: GAE's lambda (1 gives discounted returns minus the baseline).
         initial_log_std: The initial log standard deviation of the actions.
         seed: The seed of the rollouts' noise; step `i`'s noise is a function of it and `i`.
+        outer_step: `"optimizer"` (the compiled optimizer) or `"trpo"`.
+        max_kl: The trust region of the TRPO step.
         **kwargs: Passed to `keras.Model`.
 
     Raises:
@@ -66,6 +78,8 @@ class MAMLPolicyGradient(keras.Model):
         reinforcement learning. Machine Learning 8, 1992.
         Schulman, Moritz, Levine, Jordan and Abbeel. High-Dimensional Continuous Control
         Using Generalized Advantage Estimation. ICLR 2016. https://arxiv.org/abs/1506.02438
+        Schulman, Levine, Moritz, Jordan and Abbeel. Trust Region Policy Optimization.
+        ICML 2015. https://arxiv.org/abs/1502.05477
     """
 
     def __init__(
@@ -80,6 +94,8 @@ class MAMLPolicyGradient(keras.Model):
         gae_lambda: float = 1.0,
         initial_log_std: float = 0.0,
         seed: int = 0,
+        outer_step: str = "optimizer",
+        max_kl: float = 0.01,
         **kwargs,
     ):
         if not isinstance(policy, keras.Model):
@@ -103,6 +119,10 @@ class MAMLPolicyGradient(keras.Model):
             raise ValueError(f"`gae_lambda` must be in [0, 1]; received {gae_lambda!r}.")
         self.initial_log_std = float(initial_log_std)
         self.seed = int(seed)
+        if outer_step not in OUTER_STEPS:
+            raise ValueError(f"`outer_step` must be one of {OUTER_STEPS}; received {outer_step!r}.")
+        self.outer_step = outer_step
+        self.max_kl = check_positive("max_kl", max_kl)
         self.return_before = keras.metrics.Mean(name="return_before")
         self.return_after = keras.metrics.Mean(name="return_after")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -164,11 +184,19 @@ class MAMLPolicyGradient(keras.Model):
         log_probability = rollouts.gaussian_log_probability(actions, means, weights[-1])
         return -tf.reduce_mean(log_probability * advantage)
 
-    def adapt(self, weights, task, seed, steps: int, first_order: bool = True):
+    def adapt(self, weights, task, seed, steps: int, first_order: bool = True, batches=None):
         """Fast weights after `steps` policy-gradient steps on fresh rollouts of one task.
 
         Each step samples `episodes` rollouts with the current fast weights (from the
         stateless seed `seed + [0, step]`) and descends their REINFORCE loss.
+
+        Args:
+            weights: The initial fast weights.
+            task: One task parameter.
+            seed: The stateless seed (an int64 pair).
+            steps: The number of steps.
+            first_order: Whether to stop the inner gradients.
+            batches: A list to which each step's rollouts are appended, or None.
 
         Returns:
             `(path, returns)`: the fast weights after each step, and the mean episode return
@@ -178,6 +206,8 @@ class MAMLPolicyGradient(keras.Model):
 
         def gradients(current, step):
             batch = self.sample(current, task, seed + tf.constant([0, 1], seed.dtype) * step)
+            if batches is not None:
+                batches.append(batch)
             returns.append(tf.reduce_mean(tf.reduce_sum(batch[2], axis=1)))
             with tf.GradientTape() as tape:
                 tape.watch(current)
@@ -248,6 +278,147 @@ class MAMLPolicyGradient(keras.Model):
         step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), (step * 4096 + index) * 16 + offset])
 
+    def _trust_region_step(self, tasks):
+        """MAML's TRPO outer step (see the class docstring) on one replica."""
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("`outer_step='trpo'` runs on one replica; use 'optimizer'.")
+        initial = self.initial_weights()
+        count = tf.cast(tf.shape(tasks)[0], tf.int64)
+        steps = self.inner_steps
+        size = self.environment.action_size
+
+        def collect(elements):
+            task, index = elements
+            batches = []
+            path, returns = self.adapt(
+                initial, task, self._task_seed(index, 0), steps, batches=batches
+            )
+            fast = path[-1] if path else initial
+            observations, actions, rewards = self.sample(fast, task, self._task_seed(index, 8))
+            returns_to_go = rollouts.discounted_returns(rewards, self.discount)
+            values = rollouts.linear_baseline(observations, returns_to_go, self.environment.horizon)
+            advantage = rollouts.advantages(rewards, values, self.discount, self.gae_lambda)
+            flat = tf.reshape(observations, [-1, self.environment.observation_size])
+            means = self.mean_actions(fast, flat)
+            before = returns[0] if returns else tf.reduce_mean(tf.reduce_sum(rewards, 1))
+            return (
+                [value for batch in batches for value in batch],
+                flat,
+                tf.reshape(actions, [-1, size]),
+                tf.reshape(advantage, [-1]),
+                means,
+                tf.broadcast_to(fast[-1], tf.shape(means)),
+                before,
+                tf.reduce_mean(tf.reduce_sum(rewards, axis=1)),
+            )
+
+        example = [tf.TensorSpec(None, tf.float32)] * (3 * steps)
+        data = tf.map_fn(
+            collect,
+            (tasks, self._replica_share(tasks)[1] + tf.range(count)),
+            parallel_iterations=self._parallel_tasks(),
+            fn_output_signature=(
+                example,
+                tf.TensorSpec([None, self.environment.observation_size], tf.float32),
+                tf.TensorSpec([None, size], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None, size], tf.float32),
+                tf.TensorSpec([None, size], tf.float32),
+                tf.float32,
+                tf.float32,
+            ),
+        )
+        data = [tf.stop_gradient(value) for value in tf.nest.flatten(data)]
+        support, rest = data[: 3 * steps], data[3 * steps :]
+        observations, actions, advantage, old_means, old_log_std, before, after = rest
+
+        def terms(weights, element):
+            """The task's surrogate (to minimize) and KL, as functions of the weights."""
+            flat_support, obs, act, adv, means_old, log_std_old = element
+            fast = list(weights)
+            for step in range(steps):
+                batch = flat_support[3 * step : 3 * step + 3]
+                with tf.GradientTape() as tape:
+                    tape.watch(fast)
+                    loss = self.surrogate_loss(fast, *batch)
+                gradients = tape.gradient(loss, fast, unconnected_gradients="zero")
+                if self.first_order:
+                    gradients = [tf.stop_gradient(gradient) for gradient in gradients]
+                fast = [
+                    w - self.inner_learning_rate * g for w, g in zip(fast, gradients, strict=True)
+                ]
+            means = self.mean_actions(fast, obs)
+            log_std = tf.broadcast_to(fast[-1], tf.shape(means))
+            ratio = tf.exp(
+                rollouts.gaussian_log_probability(act, means, log_std)
+                - rollouts.gaussian_log_probability(act, means_old, log_std_old)
+            )
+            kl = trust_region.gaussian_kl(means_old, log_std_old, means, log_std)
+            return -tf.reduce_mean(ratio * adv), tf.reduce_mean(kl)
+
+        elements = (support, observations, actions, advantage, old_means, old_log_std)
+
+        def mean_over_tasks(function, output_signature):
+            results = tf.map_fn(function, elements, fn_output_signature=output_signature)
+            return tf.nest.map_structure(lambda value: tf.reduce_mean(value, axis=0), results)
+
+        specs = [tf.TensorSpec(value.shape, value.dtype) for value in initial]
+
+        def surrogate_gradient(element):
+            weights = [tf.identity(value) for value in initial]
+            with tf.GradientTape() as tape:
+                tape.watch(weights)
+                loss, _ = terms(weights, element)
+            return loss, tape.gradient(loss, weights, unconnected_gradients="zero")
+
+        loss, gradient = mean_over_tasks(surrogate_gradient, (tf.float32, specs))
+
+        def fisher_product(vector):
+            def one_task(element):
+                weights = [tf.identity(value) for value in initial]
+                with tf.GradientTape() as outer:
+                    outer.watch(weights)
+                    with tf.GradientTape() as inner:
+                        inner.watch(weights)
+                        _, kl = terms(weights, element)
+                    kl_gradient = inner.gradient(kl, weights, unconnected_gradients="zero")
+                    projection = trust_region.dot(kl_gradient, vector)
+                return outer.gradient(projection, weights, unconnected_gradients="zero")
+
+            products = mean_over_tasks(one_task, specs)
+            return [p + 1e-5 * v for p, v in zip(products, vector, strict=True)]
+
+        direction = trust_region.conjugate_gradient(fisher_product, [-g for g in gradient])
+        curvature = 0.5 * trust_region.dot(direction, fisher_product(direction))
+        full_step = [d * tf.sqrt(self.max_kl / tf.maximum(curvature, 1e-12)) for d in direction]
+
+        def evaluate(fraction):
+            candidate = [w + fraction * d for w, d in zip(initial, full_step, strict=True)]
+            return mean_over_tasks(
+                lambda element: terms(candidate, element), (tf.float32, tf.float32)
+            )
+
+        def search_condition(trial, accepted):
+            return tf.logical_and(trial < 15, tf.logical_not(accepted))
+
+        def search_body(trial, accepted):
+            new_loss, new_kl = evaluate(0.8 ** tf.cast(trial, tf.float32))
+            accepted = tf.logical_and(new_loss < loss, new_kl <= self.max_kl)
+            return trial + tf.cast(tf.logical_not(accepted), tf.int32), accepted
+
+        trial, accepted = tf.while_loop(
+            search_condition, search_body, (tf.constant(0), tf.constant(False))
+        )
+        fraction = tf.where(accepted, 0.8 ** tf.cast(trial, tf.float32), 0.0)
+        variables = self.policy.trainable_variables + [self.log_std]
+        for variable, value, step in zip(variables, initial, full_step, strict=True):
+            variable.assign(value + fraction * step)
+        self.optimizer.iterations.assign_add(1)
+        self.loss_tracker.update_state(loss)
+        self.return_before.update_state(before)
+        self.return_after.update_state(after)
+        return {metric.name: metric.result() for metric in self.metrics}
+
     def _replica_share(self, tasks):
         """This replica's task count, the global index of its first task, the global count.
 
@@ -296,6 +467,8 @@ class MAMLPolicyGradient(keras.Model):
         and the step equals the single-device step on the same batch.
         """
         tasks = self._checked_tasks(data[0] if isinstance(data, tuple) else data)
+        if self.outer_step == "trpo":
+            return self._trust_region_step(tasks)
         initial = self.initial_weights()
         variables = self.policy.trainable_variables + [self.log_std]
 
@@ -401,6 +574,8 @@ class MAMLPolicyGradient(keras.Model):
             "gae_lambda": self.gae_lambda,
             "initial_log_std": self.initial_log_std,
             "seed": self.seed,
+            "outer_step": self.outer_step,
+            "max_kl": self.max_kl,
         }
 
     @classmethod
