@@ -5,10 +5,10 @@ Run `tf-meta-navigation --help` for the flags. The job meta-trains
 meta-batch 20, inner learning rate 0.1, one inner step, Adam as the outer step, or with
 `--outer_step=trpo` the paper's TRPO step), trains the pretrained baseline (the same policy
 trained by policy gradient on all tasks, without adaptation) on the same stream, and keeps a
-randomly initialized policy. It then adapts all three with the same inner learning rate on held-out goals and reports the mean episode
-return after 0, 1, 2 and 3 policy-gradient steps with 95% confidence intervals over goals,
-as in the paper's Figure 4. It writes `results.md`, `results.json`, `returns.png` and
-`trajectories.png` to `--output_dir`.
+randomly initialized policy. It then adapts all three with the same inner learning rate on
+held-out goals and reports the mean episode return after 0, 1, 2 and 3 policy-gradient
+steps with 95% confidence intervals over goals, as in the paper's Figure 4. It writes
+`results.md`, `results.json`, `returns.png` and `trajectories.png` to `--output_dir`.
 """
 
 import json
