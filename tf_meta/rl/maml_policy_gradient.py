@@ -174,11 +174,15 @@ class MAMLPolicyGradient(keras.Model):
 
         return rollouts.rollout(self.environment, act, task, self.episodes, seed)
 
-    def surrogate_loss(self, weights, observations, actions, rewards) -> tf.Tensor:
-        """REINFORCE's loss on a batch of rollouts: minus the mean of `log pi(a|s) * A`."""
+    def advantages(self, observations, rewards) -> tf.Tensor:
+        """Standardized GAE advantages `[episodes, steps]` over the batch's linear baseline."""
         returns = rollouts.discounted_returns(rewards, self.discount)
         values = rollouts.linear_baseline(observations, returns, self.environment.horizon)
-        advantage = rollouts.advantages(rewards, values, self.discount, self.gae_lambda)
+        return rollouts.advantages(rewards, values, self.discount, self.gae_lambda)
+
+    def surrogate_loss(self, weights, observations, actions, rewards) -> tf.Tensor:
+        """REINFORCE's loss on a batch of rollouts: minus the mean of `log pi(a|s) * A`."""
+        advantage = self.advantages(observations, rewards)
         flat = tf.reshape(observations, [-1, self.environment.observation_size])
         means = tf.reshape(self.mean_actions(weights, flat), tf.shape(actions))
         log_probability = rollouts.gaussian_log_probability(actions, means, weights[-1])
@@ -204,24 +208,43 @@ class MAMLPolicyGradient(keras.Model):
         """
         returns = []
 
-        def gradients(current, step):
+        def fresh_batch(current, step):
             batch = self.sample(current, task, seed + tf.constant([0, 1], seed.dtype) * step)
             if batches is not None:
                 batches.append(batch)
-            returns.append(tf.reduce_mean(tf.reduce_sum(batch[2], axis=1)))
+            returns.append(rollouts.mean_return(batch[2]))
+            return batch
+
+        return self._inner_loop(weights, fresh_batch, steps, first_order), returns
+
+    def _inner_loop(self, weights, batch_of_step, steps: int, first_order: bool):
+        """`steps` REINFORCE steps of gradient descent on the batches `batch_of_step` gives.
+
+        Args:
+            weights: The initial fast weights.
+            batch_of_step: `batch_of_step(current_weights, step)` returns the rollouts
+                `(observations, actions, rewards)` of that step.
+            steps: The number of steps.
+            first_order: Whether to stop the inner gradients.
+
+        Returns:
+            The fast weights after each step (`tf_meta.adaptation.inner_loop`'s path).
+        """
+
+        def gradients(current, step):
+            batch = batch_of_step(current, step)
             with tf.GradientTape() as tape:
                 tape.watch(current)
                 loss = self.surrogate_loss(current, *batch)
             return tape.gradient(loss, current, unconnected_gradients="zero")
 
-        path = adaptation.inner_loop(
+        return adaptation.inner_loop(
             rules.GradientDescent(self.inner_learning_rate),
             weights,
             gradients,
             steps,
             first_order=first_order,
         )
-        return path, returns
 
     def adapt_to_rollouts(self, observations, actions, rewards, steps: int | None = None):
         """Fast weights after `steps` REINFORCE steps on given rollouts of one task.
@@ -256,22 +279,11 @@ class MAMLPolicyGradient(keras.Model):
                 wanted = "[episodes, steps" + (f", {size}]" if size else "]")
                 raise ValueError(f"`{name}` must be {wanted}; received shape {value.shape}.")
         rewards = tf.debugging.check_numerics(rewards, "`rewards` contains NaN or Inf")
-
-        def gradients(current, step):
-            del step
-            with tf.GradientTape() as tape:
-                tape.watch(current)
-                loss = self.surrogate_loss(current, observations, actions, rewards)
-            return tape.gradient(loss, current, unconnected_gradients="zero")
-
-        path = adaptation.inner_loop(
-            rules.GradientDescent(self.inner_learning_rate),
-            self.initial_weights(),
-            gradients,
-            steps,
-            first_order=True,
+        weights = self.initial_weights()
+        path = self._inner_loop(
+            weights, lambda current, step: (observations, actions, rewards), steps, True
         )
-        return path[-1] if path else self.initial_weights()
+        return path[-1] if path else weights
 
     def _task_seed(self, index, offset):
         """The stateless seed of task `index` of this step's batch."""
@@ -283,7 +295,7 @@ class MAMLPolicyGradient(keras.Model):
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ValueError("`outer_step='trpo'` runs on one replica; use 'optimizer'.")
         initial = self.initial_weights()
-        count = tf.cast(tf.shape(tasks)[0], tf.int64)
+        count, first, _ = self._replica_share(tasks)
         steps = self.inner_steps
         size = self.environment.action_size
 
@@ -295,12 +307,10 @@ class MAMLPolicyGradient(keras.Model):
             )
             fast = path[-1] if path else initial
             observations, actions, rewards = self.sample(fast, task, self._task_seed(index, 8))
-            returns_to_go = rollouts.discounted_returns(rewards, self.discount)
-            values = rollouts.linear_baseline(observations, returns_to_go, self.environment.horizon)
-            advantage = rollouts.advantages(rewards, values, self.discount, self.gae_lambda)
+            advantage = self.advantages(observations, rewards)
             flat = tf.reshape(observations, [-1, self.environment.observation_size])
             means = self.mean_actions(fast, flat)
-            before = returns[0] if returns else tf.reduce_mean(tf.reduce_sum(rewards, 1))
+            after = rollouts.mean_return(rewards)
             return (
                 [value for batch in batches for value in batch],
                 flat,
@@ -308,14 +318,14 @@ class MAMLPolicyGradient(keras.Model):
                 tf.reshape(advantage, [-1]),
                 means,
                 tf.broadcast_to(fast[-1], tf.shape(means)),
-                before,
-                tf.reduce_mean(tf.reduce_sum(rewards, axis=1)),
+                returns[0] if returns else after,
+                after,
             )
 
         example = [tf.TensorSpec(None, tf.float32)] * (3 * steps)
         data = tf.map_fn(
             collect,
-            (tasks, self._replica_share(tasks)[1] + tf.range(count)),
+            (tasks, first + tf.range(count)),
             parallel_iterations=self._parallel_tasks(),
             fn_output_signature=(
                 example,
@@ -335,18 +345,13 @@ class MAMLPolicyGradient(keras.Model):
         def terms(weights, element):
             """The task's surrogate (to minimize) and KL, as functions of the weights."""
             flat_support, obs, act, adv, means_old, log_std_old = element
-            fast = list(weights)
-            for step in range(steps):
-                batch = flat_support[3 * step : 3 * step + 3]
-                with tf.GradientTape() as tape:
-                    tape.watch(fast)
-                    loss = self.surrogate_loss(fast, *batch)
-                gradients = tape.gradient(loss, fast, unconnected_gradients="zero")
-                if self.first_order:
-                    gradients = [tf.stop_gradient(gradient) for gradient in gradients]
-                fast = [
-                    w - self.inner_learning_rate * g for w, g in zip(fast, gradients, strict=True)
-                ]
+            path = self._inner_loop(
+                weights,
+                lambda current, step: flat_support[3 * step : 3 * step + 3],
+                steps,
+                self.first_order,
+            )
+            fast = path[-1] if path else weights
             means = self.mean_actions(fast, obs)
             log_std = tf.broadcast_to(fast[-1], tf.shape(means))
             ratio = tf.exp(
@@ -484,9 +489,8 @@ class MAMLPolicyGradient(keras.Model):
                 query = self.sample(fast, task, self._task_seed(index, 8))
                 loss = self.surrogate_loss(fast, *query)
             gradients = tape.gradient(loss, weights, unconnected_gradients="zero")
-            before = returns[0] if returns else tf.reduce_mean(tf.reduce_sum(query[2], 1))
-            after = tf.reduce_mean(tf.reduce_sum(query[2], axis=1))
-            return loss, before, after, gradients
+            after = rollouts.mean_return(query[2])
+            return loss, returns[0] if returns else after, after, gradients
 
         count, first, total = self._replica_share(tasks)
         losses, before, after, gradients = tf.map_fn(
@@ -547,7 +551,7 @@ class MAMLPolicyGradient(keras.Model):
             task_seed = tf.stack([seed, index * 16])
             path, returns = self.adapt(initial, task, task_seed, steps)
             last = self.sample(path[-1] if path else initial, task, task_seed + [0, 8])
-            return tf.stack([*returns, tf.reduce_mean(tf.reduce_sum(last[2], axis=1))])
+            return tf.stack([*returns, rollouts.mean_return(last[2])])
 
         return tf.map_fn(
             one_task,

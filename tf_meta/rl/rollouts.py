@@ -71,18 +71,19 @@ def gaussian_log_probability(actions, means, log_std) -> tf.Tensor:
     return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.9189385332046727, axis=-1)
 
 
-def discounted_returns(rewards: tf.Tensor, discount: float) -> tf.Tensor:
+def discounted_returns(rewards: tf.Tensor, discount) -> tf.Tensor:
     """`sum_k discount^k r_{t+k}` for every step of `[episodes, horizon]` rewards."""
-    return _reverse_discounted_sum(rewards, discount)
-
-
-def _reverse_discounted_sum(values: tf.Tensor, factor) -> tf.Tensor:
     backward = tf.scan(
-        lambda later, value: value + factor * later,
-        tf.reverse(tf.transpose(values), [0]),
-        initializer=tf.zeros_like(values[:, 0]),
+        lambda later, value: value + discount * later,
+        tf.reverse(tf.transpose(rewards), [0]),
+        initializer=tf.zeros_like(rewards[:, 0]),
     )
     return tf.transpose(tf.reverse(backward, [0]))
+
+
+def mean_return(rewards: tf.Tensor) -> tf.Tensor:
+    """The mean over episodes of the undiscounted return of `[episodes, horizon]` rewards."""
+    return tf.reduce_mean(tf.reduce_sum(rewards, axis=1))
 
 
 def baseline_features(observations: tf.Tensor, horizon: int) -> tf.Tensor:
@@ -146,6 +147,6 @@ def advantages(rewards, values, discount: float, gae_lambda: float) -> tf.Tensor
     rewards, values = tf.stop_gradient(rewards), tf.stop_gradient(values)
     following = tf.concat([values[:, 1:], tf.zeros_like(values[:, :1])], axis=1)
     deltas = rewards + discount * following - values
-    estimates = _reverse_discounted_sum(deltas, discount * gae_lambda)
+    estimates = discounted_returns(deltas, discount * gae_lambda)
     mean, variance = tf.nn.moments(estimates, axes=[0, 1])
     return (estimates - mean) / (tf.sqrt(variance) + 1e-8)
