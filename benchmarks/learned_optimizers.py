@@ -80,7 +80,7 @@ def _family(name):
         f"## {train.name}\n\nTuned rates: Adam {rates['adam']:.3g}, SGD momentum "
         f"{rates['sgd']:.3g} ({FLAGS.tuning_trials} trials each). Meta-training "
         f"({FLAGS.meta_steps} meta-steps of {FLAGS.meta_batch_size} problems x "
-        f"{FLAGS.truncation_length} steps, runs of {steps}): "
+        f"{FLAGS.truncation_length} steps, runs of {steps}, loss floor {FLAGS.loss_floor:g}): "
         + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
     )
     return header + "\n\n" + "\n\n".join(sections), record

@@ -89,6 +89,30 @@ class LogRate(LearnedRule):
         return tf.cast(tf.exp(self.log_rate), weight.dtype) * gradient, state
 
 
+def test_loss_floor_enters_the_log_of_the_meta_objective():
+    # One step per truncation: each problem's meta-loss is log(L + floor) and its share of
+    # the meta-gradient L' / (L + floor), so the floor scales the share by L / (L + floor).
+    family = _linear_family("float64")
+    model = family.build_model()
+    batch = _batch(family, model, 2, 1, 4)
+    results = {}
+    for floor in (0.0, 0.5):
+        rule = LogRate(dtype="float64")
+        learner = _learner(rule, model, meta_batch_size=2, truncation_length=1, loss_floor=floor)
+        problems = learner._map_problems(learner._checked_batch(batch))
+        results[floor] = {key: np.asarray(problems[key]) for key in ("loss", "final")}
+        results[floor]["share"] = np.asarray(problems["gradients"][0])
+    plain, floored = results[0.0], results[0.5]
+    final = plain["final"]
+    np.testing.assert_allclose(floored["final"], final)
+    np.testing.assert_allclose(np.exp(plain["loss"]), final, rtol=1e-10)
+    np.testing.assert_allclose(np.exp(floored["loss"]), final + 0.5, rtol=1e-10)
+    assert np.all(np.abs(plain["share"]) > 1e-4)
+    np.testing.assert_allclose(floored["share"], plain["share"] * final / (final + 0.5), rtol=1e-8)
+    with pytest.raises(ValueError, match="`loss_floor`"):
+        optimizers.OptimizerMetaLearner(LogRate(), family.build_model(), loss_floor=-1.0)
+
+
 def test_pes_is_unbiased_over_two_truncations_of_a_run():
     # One fixed quadratic task (every minibatch is the whole set), 8 problems a meta-step.
     family = _linear_family(examples=8)

@@ -46,6 +46,13 @@ flags.DEFINE_integer("truncation_length", 20, "Inner steps per meta-step.")
 flags.DEFINE_integer("meta_batch_size", 8, "Inner problems per meta-step.")
 flags.DEFINE_enum("estimator", "truncated_backprop", optimizers.ESTIMATORS, "Meta-gradient.")
 flags.DEFINE_float("meta_learning_rate", 1e-3, "Adam learning rate of meta-training.")
+flags.DEFINE_float(
+    "loss_floor",
+    0.0,
+    "Added to the inner loss inside the meta-objective's log (OptimizerMetaLearner's "
+    "`loss_floor`): near the loss that counts as solved, it stops rewarding the rule for "
+    "driving solved tasks further down.",
+)
 flags.DEFINE_integer("tuning_trials", 10, "Bayesian-optimization trials per baseline.")
 flags.DEFINE_integer("tuning_tasks", 4, "Meta-training tasks averaged by a tuning trial.")
 flags.DEFINE_integer("tasks", 20, "Held-out tasks of the comparison.")
@@ -130,6 +137,7 @@ def meta_train(
     learning_rate,
     seed,
     verbose=2,
+    loss_floor=0.0,
 ):
     """Meta-trains `rule` on `family` with `OptimizerMetaLearner.fit`, resumable.
 
@@ -141,7 +149,14 @@ def meta_train(
     """
     network = family.build_model()
     learner = optimizers.OptimizerMetaLearner(
-        rule, network, family.loss, meta_batch_size, truncation_length, estimator, seed=seed
+        rule,
+        network,
+        family.loss,
+        meta_batch_size,
+        truncation_length,
+        estimator,
+        loss_floor=loss_floor,
+        seed=seed,
     )
     learner.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
     epochs = 10 if meta_steps >= 10 else 1
@@ -358,6 +373,7 @@ def tune_and_meta_train(train, directory):
             FLAGS.meta_learning_rate,
             FLAGS.seed,
             FLAGS.verbose,
+            FLAGS.loss_floor,
         )
         trained[name] = learner.rule
     return rates, trained, seconds

@@ -25,7 +25,8 @@ class OptimizerMetaLearner(MultiWorkerFit):
     fresh initialization when the batch says `reset`, takes `truncation_length` steps of the
     rule on its minibatches inside the graph (`tf_meta.adaptation.unroll`), and scores the
     truncation by the mean over its steps of the log training loss on the next minibatch
-    (the log puts tasks whose losses differ by orders of magnitude on one scale). The
+    (the log puts tasks whose losses differ by orders of magnitude on one scale), plus
+    `loss_floor` inside the log. The
     compiled Keras optimizer then updates the rule with one of two estimators of the
     meta-gradient:
 
@@ -65,13 +66,19 @@ class OptimizerMetaLearner(MultiWorkerFit):
         perturbation_std: The standard deviation of PES's perturbations, or of the
             actions' exploration under `"reinforce"`.
         first_order: Stop the inner gradients in truncated backpropagation.
+        loss_floor: Added to the inner loss inside the meta-objective's log, so that the
+            objective is `mean log(loss + loss_floor)`. Zero keeps the plain log loss,
+            which rewards pushing a memorized task from 1e-4 to 1e-8 as much as a
+            hundredfold gain on a hard one, and can then trade stability for it; a floor
+            near the loss that counts as solved (for example 1e-5 on tasks that a tuned Adam
+            drives to 3e-5) removes that reward.
         seed: Seed of PES's perturbations.
         **kwargs: Passed to `keras.Model`.
 
     Raises:
         ValueError: Naming the argument, if `rule` is not a `LearnedRule`, `model` has no
             trainable weights, a count is not a positive integer, `estimator` is unknown or
-            `perturbation_std` is not positive.
+            `perturbation_std` is not positive or `loss_floor` is negative.
 
     Example:
         ```python
@@ -101,6 +108,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
         estimator: str = "truncated_backprop",
         perturbation_std: float = 0.01,
         first_order: bool = False,
+        loss_floor: float = 0.0,
         seed: int = 0,
         **kwargs,
     ):
@@ -126,6 +134,10 @@ class OptimizerMetaLearner(MultiWorkerFit):
             raise ValueError(
                 f"`perturbation_std` must be a positive number; received {perturbation_std!r}."
             )
+        if not 0 <= loss_floor < float("inf"):
+            raise ValueError(
+                f"`loss_floor` must be a non-negative number; received {loss_floor!r}."
+            )
         self.rule = rule
         self.model = model
         self.inner_loss = loss
@@ -135,6 +147,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
         self.estimator = estimator
         self.perturbation_std = float(perturbation_std)
         self.first_order = first_order
+        self.loss_floor = float(loss_floor)
         self.seed = seed
         self._runs = [self._run_variables(f"run{p}") for p in range(self._particles)]
         self._perturbation_sums = (
@@ -494,7 +507,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
                 first_step=step + index,
             )
             # The loss before the first step does not depend on the rule: not scored.
-            logarithm = tf.cast(tf.math.log(losses[0] + _TINY), self._loss_dtype)
+            logarithm = self._log_loss(losses[0])
             scored = tf.where(index > 0, logarithm, tf.zeros_like(logarithm))
             first = tf.where(index > 0, first, logarithm)
             return index + 1, path[-1], state, total + scored, first
@@ -512,10 +525,12 @@ class OptimizerMetaLearner(MultiWorkerFit):
             targets[-1],
             adaptation.predictions(self.model, weights, non_trainable, inputs[-1]),
         )
-        meta_loss = (
-            total + tf.cast(tf.math.log(final + _TINY), self._loss_dtype)
-        ) / self.truncation_length
+        meta_loss = (total + self._log_loss(final)) / self.truncation_length
         return meta_loss, final, weights, state, first
+
+    def _log_loss(self, loss):
+        """The meta-objective's term for one inner loss: `log(loss + loss_floor)`."""
+        return tf.cast(tf.math.log(loss + (self.loss_floor + _TINY)), self._loss_dtype)
 
     def _gradients(self, tape, target):
         """The gradient of `target` for every rule weight (zeros where it does not reach)."""
@@ -560,6 +575,7 @@ class OptimizerMetaLearner(MultiWorkerFit):
             estimator=self.estimator,
             perturbation_std=self.perturbation_std,
             first_order=self.first_order,
+            loss_floor=self.loss_floor,
             seed=self.seed,
         )
         return config
