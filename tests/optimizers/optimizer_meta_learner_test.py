@@ -74,6 +74,32 @@ def test_truncated_meta_gradient_matches_float64_finite_differences():
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
 
 
+def test_inner_run_is_the_keras_optimizer_run_of_the_same_rule():
+    # What meta-training optimizes is what `compile` gets: over two truncations (the run's
+    # state carried across meta-steps), the stored fast weights equal, to float32 rounding,
+    # a Keras model trained by LearnedOptimizer(rule) from the same initialization on the
+    # same minibatches.
+    family = _linear_family()
+    model = family.build_model()
+    rule = optimizers.MLPRule(0.05, 12, hidden_units=(8,), output_scale=0.5, seed=3)
+    learner = _learner(rule, model, meta_batch_size=1, truncation_length=6)
+    learner.optimizer.learning_rate.assign(0.0)  # the rule stays as it is
+    stream = iter(family.stream(model, 1, 6, 12, seed=0))
+    batches = [next(stream) for _ in range(2)]
+    for batch in batches:
+        learner.train_on_batch(batch)
+    reference = family.build_model()
+    reference.set_weights([weights[0].numpy() for weights in batches[0]["initial_weights"]])
+    reference.compile(optimizer=optimizers.LearnedOptimizer(rule), loss="mse")
+    for batch in batches:
+        for step in range(6):
+            reference.train_on_batch(batch["inputs"][0, step], batch["targets"][0, step])
+    stored = [variable.numpy()[0] for variable in learner._runs[0][0]]
+    for received, expected in zip(stored, reference.get_weights(), strict=True):
+        np.testing.assert_allclose(received, expected, rtol=1e-6, atol=1e-7)  # float32 order
+    assert not np.allclose(stored[0], batches[0]["initial_weights"][0][0].numpy())
+
+
 class LogRate(LearnedRule):
     """Gradient descent with a learned log step size: the smallest learned rule."""
 
