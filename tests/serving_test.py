@@ -271,4 +271,4 @@ def test_bad_exports_raise_and_leave_existing_directories_intact(tmp_path, expor
     assert (target / "keep.txt").read_text() == "precious"
     tf_meta.serving.export(learner, target, overwrite=True)
     assert not (target / "keep.txt").exists() and (target / "saved_model.pb").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tf_meta_export_")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []

@@ -1,13 +1,11 @@
 """SavedModel export of a meta-learner with an adapt-and-predict endpoint for TF Serving."""
 
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
-from tf_meta import adaptation, episode
+from tf_meta import adaptation, backup, episode
 
 
 def _from_logits(learner) -> bool:
@@ -123,14 +121,6 @@ def export(learner, path: str, overwrite: bool = False) -> None:
         archive.add_endpoint(
             "embed", lambda x: {"embeddings": base_predictions(x)}, input_signature=inputs
         )
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tf_meta_export_", dir=parent)
-    try:
-        archive.write_out(staging, verbose=False)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
+    backup.write_directory_atomically(
+        path, lambda staging: archive.write_out(staging, verbose=False), overwrite=True
+    )
