@@ -130,6 +130,30 @@ def test_bad_input_is_named_and_changes_nothing():
         tf_meta.rl.MAMLPolicyGradient(policy, "navigation")
 
 
+class _NaNAwayFromStart(tf_meta.rl.PointNavigation):
+    """Navigation whose reward turns NaN once the point leaves the start's neighbourhood."""
+
+    def transition(self, states, actions, tasks):
+        states, rewards = super().transition(states, actions, tasks)
+        away = tf.reduce_any(tf.abs(states) > 0.05, axis=-1)
+        return states, rewards + tf.where(away, np.nan, 0.0)
+
+
+def test_a_nan_reward_stops_the_step_and_changes_nothing():
+    keras.utils.set_random_seed(0)
+    policy = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    learner = tf_meta.rl.MAMLPolicyGradient(
+        policy, _NaNAwayFromStart(horizon=5), inner_learning_rate=0.5, episodes=4
+    )
+    learner.compile(optimizer="adam")
+    weights = [value.numpy() for value in learner.initial_weights()]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf reward"):
+        learner.train_on_batch(tf.constant([[0.3, 0.2]]))
+    for before, after in zip(weights, learner.initial_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert int(learner.optimizer.iterations) == 0
+
+
 def test_a_step_under_mirrored_strategy_equals_the_single_device_step(mirrored_strategy):
     tasks = tf.constant([[0.3, 0.2], [-0.4, 0.1], [0.1, -0.3], [0.0, 0.45]])
 
