@@ -57,5 +57,5 @@ def test_every_python_block_of_the_readme_runs(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "README RAN" in completed.stdout
-    for written in ("maml.keras", "adapted.keras", "export", "history", "search"):
+    for written in ("maml.keras", "adapted.keras", "export", "history", "search", "predictor"):
         assert os.path.exists(tmp_path / written), written

@@ -64,6 +64,40 @@ def test_a_space_with_a_new_hyperparameter_predicts_its_default(families, family
     assert set(values) == {"optimizer", "learning_rate", "layers"}
 
 
+def test_a_saved_predictor_loads_and_predicts_the_same(predictor, families, tmp_path):
+    path = str(tmp_path / "predictor")
+    predictor.save(path)
+    with pytest.raises(ValueError, match="exists"):
+        predictor.save(path)
+    restored = tuners.ConfigurationPredictor.load(path)
+    x, y = families.task("classes", seed=999)
+    candidates = [
+        {"optimizer": "adam", "learning_rate": 1e-3},
+        {"optimizer": "sgd", "learning_rate": 0.1},
+    ]
+    np.testing.assert_array_equal(
+        restored.scores(x, y, candidates), predictor.scores(x, y, candidates)
+    )
+    assert restored.predict(x, y) == predictor.predict(x, y)
+    assert restored.hyperparameters.get_config() == predictor.hyperparameters.get_config()
+    with pytest.raises(ValueError, match="holds no saved predictor"):
+        tuners.ConfigurationPredictor.load(str(tmp_path))
+
+
+def test_a_predictor_with_an_encoder_saves_it_too(families, family_history, tmp_path):
+    encoder = tuners.TaskEncoder(embedding_size=4, units=16)
+    predictor = tuners.ConfigurationPredictor(families.space(), encoder=encoder)
+    predictor.fit(family_history.records(), epochs=2, verbose=0)
+    predictor.save(str(tmp_path / "predictor"))
+    restored = tuners.ConfigurationPredictor.load(str(tmp_path / "predictor"))
+    assert isinstance(restored.encoder, tuners.TaskEncoder)
+    x, y = families.task("large", seed=999)
+    candidates = [{"optimizer": "adam", "learning_rate": 1e-3}]
+    np.testing.assert_array_equal(
+        restored.scores(x, y, candidates), predictor.scores(x, y, candidates)
+    )
+
+
 def test_bad_arguments_are_refused(families):
     with pytest.raises(ValueError, match="`hyperparameters` is empty"):
         tuners.ConfigurationPredictor(keras_tuner.HyperParameters())
@@ -72,5 +106,7 @@ def test_bad_arguments_are_refused(families):
     predictor = tuners.ConfigurationPredictor(families.space())
     with pytest.raises(ValueError, match="not trained"):
         predictor.predict(*families.task("small", seed=1))
+    with pytest.raises(ValueError, match="not trained"):
+        predictor.save("never_written")
     with pytest.raises(ValueError, match="`records` is empty"):
         predictor.fit([])

@@ -1,10 +1,14 @@
 """Zero-shot configurations: a model of past searches that proposes one for a new task."""
 
+import json
+import os
 import random
 
 import keras
+import keras_tuner
 import numpy as np
 
+from tf_meta import backup
 from tf_meta.rules.update_rule import check_positive_integer
 from tf_meta.tuners.configurations import best_values, encode, fit_to_space
 from tf_meta.tuners.meta_features import describe
@@ -52,6 +56,7 @@ class ConfigurationPredictor:
         predictor = ConfigurationPredictor(space)
         predictor.fit(SearchHistory("history").records())
         values = predictor.predict(x_new, y_new)  # {"learning_rate": ..., "optimizer": ...}
+        predictor.save("predictor")  # ConfigurationPredictor.load("predictor") in another process
 
     References:
         Feurer, Springenberg and Hutter. Initializing Bayesian Hyperparameter Optimization
@@ -160,3 +165,60 @@ class ConfigurationPredictor:
         """
         scores = self.scores(x, y, self._configurations)
         return dict(self._configurations[int(np.argmin(scores))])
+
+    def save(self, path: str) -> None:
+        """Writes the trained predictor to the directory `path`, whole or not at all.
+
+        The directory holds `predictor.json` (the search space as KerasTuner's config, the
+        constructor's arguments and the candidate configurations, human-readable),
+        `surrogate.keras`, and `encoder.keras` when the predictor describes tasks with a
+        `TaskEncoder`. It is written beside `path` and renamed into place
+        (`tf_meta.backup.write_directory_atomically`).
+
+        Raises:
+            ValueError: If the predictor is not trained, or `path` exists.
+        """
+        if self.model is None:
+            raise ValueError("The predictor is not trained: call `fit` before `save`.")
+        if os.path.exists(path):
+            raise ValueError(f"`path` {path!r} exists; a predictor is saved to a new directory.")
+        description = {
+            "hyperparameters": self.hyperparameters.get_config(),
+            "units": self.units,
+            "candidates": self.candidates,
+            "seed": self.seed,
+            "configurations": self._configurations,
+        }
+
+        def write(directory):
+            with open(os.path.join(directory, "predictor.json"), "w") as file:
+                json.dump(description, file, indent=1)
+            self.model.save(os.path.join(directory, "surrogate.keras"))
+            if self.encoder is not None:
+                self.encoder.save(os.path.join(directory, "encoder.keras"))
+
+        backup.write_directory_atomically(path, write)
+
+    @classmethod
+    def load(cls, path: str) -> "ConfigurationPredictor":
+        """The predictor `save` wrote to `path`, ready to `predict`.
+
+        Raises:
+            ValueError: If `path` holds no saved predictor.
+        """
+        description_path = os.path.join(path, "predictor.json")
+        if not os.path.isfile(description_path):
+            raise ValueError(f"`path` {path!r} holds no saved predictor (no predictor.json).")
+        with open(description_path) as file:
+            description = json.load(file)
+        encoder_path = os.path.join(path, "encoder.keras")
+        predictor = cls(
+            keras_tuner.HyperParameters.from_config(description["hyperparameters"]),
+            encoder=keras.saving.load_model(encoder_path) if os.path.exists(encoder_path) else None,
+            units=description["units"],
+            candidates=description["candidates"],
+            seed=description["seed"],
+        )
+        predictor.model = keras.saving.load_model(os.path.join(path, "surrogate.keras"))
+        predictor._configurations = description["configurations"]
+        return predictor
