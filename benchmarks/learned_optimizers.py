@@ -19,12 +19,14 @@ import os
 import time
 
 import keras
+import matplotlib
 import numpy as np
 from absl import app, flags
 
 import tf_meta
 from tf_meta.jobs import learned_optimizer as job
 
+matplotlib.use("Agg")  # the job's plots are written as files
 FLAGS = flags.FLAGS
 flags.DEFINE_list("families", ["sinusoid", "omniglot"], "Task families.")
 flags.DEFINE_integer("overhead_steps", 60, "Timed steps per turn of the overhead measurement.")

@@ -2,6 +2,7 @@
 
 import sys
 
+import matplotlib
 from absl import app, flags
 
 
@@ -10,7 +11,10 @@ def run(main, module_name: str) -> None:
 
     absl's `--help` lists the flags of the module it was started as and describes it with
     that module's docstring; started as a console script, that is the script wrapper, which
-    has neither. The job module's flags and docstring are handed to it here.
+    has neither. The job module's flags and docstring are handed to it here. A job writes
+    its plots as files, so matplotlib is switched to its file backend (Agg) here, when the
+    job starts, and not when its module is imported (a notebook that imports a job's
+    functions keeps its inline figures).
 
     Args:
         main: The job's `main(argv)`.
@@ -19,6 +23,7 @@ def run(main, module_name: str) -> None:
     for flag in flags.FLAGS.get_flags_for_module(module_name):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+    matplotlib.use("Agg")
     app.run(main)
 
 

@@ -21,15 +21,12 @@ import time
 
 import keras
 import keras_tuner
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 from absl import flags
 
 from tf_meta import backup, evaluation, jobs, optimizers
 from tf_meta.data import load_omniglot
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(

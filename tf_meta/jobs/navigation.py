@@ -17,16 +17,13 @@ import sys
 import time
 
 import keras
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
 import tf_meta
 from tf_meta import jobs
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("meta_steps", 500, "Meta-training steps for MAML and the pretrained policy.")

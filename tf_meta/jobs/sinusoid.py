@@ -13,15 +13,12 @@ import os
 import sys
 
 import keras
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 from absl import flags
 
 import tf_meta
 from tf_meta import jobs
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("meta_steps", 20000, "Meta-training steps for each learner.")
