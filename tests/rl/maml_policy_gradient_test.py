@@ -123,7 +123,14 @@ def test_bad_input_is_named_and_changes_nothing():
     assert int(learner.optimizer.iterations) == 0
     environment = tf_meta.rl.PointNavigation()
     policy = keras.Sequential([keras.layers.Dense(2)])
-    for name, value in (("episodes", 0), ("inner_learning_rate", -1.0), ("discount", 1.5)):
+    for name, value in (
+        ("episodes", 0),
+        ("inner_learning_rate", -1.0),
+        ("discount", 1.5),
+        ("clip_ratio", 0.0),
+        ("outer_epochs", 0),
+        ("outer_step", "sgd"),
+    ):
         with pytest.raises(ValueError, match=f"`{name}`"):
             tf_meta.rl.MAMLPolicyGradient(policy, environment, **{name: value})
     with pytest.raises(ValueError, match="`environment`"):
@@ -154,12 +161,15 @@ def test_a_nan_reward_stops_the_step_and_changes_nothing():
     assert int(learner.optimizer.iterations) == 0
 
 
-def test_a_step_under_mirrored_strategy_equals_the_single_device_step(mirrored_strategy):
+@pytest.mark.parametrize("outer_step", ["optimizer", "ppo"])
+def test_a_step_under_mirrored_strategy_equals_the_single_device_step(
+    mirrored_strategy, outer_step
+):
     tasks = tf.constant([[0.3, 0.2], [-0.4, 0.1], [0.1, -0.3], [0.0, 0.45]])
 
     def step(strategy):
         with strategy.scope():
-            learner = linear_learner()
+            learner = linear_learner(outer_step=outer_step, outer_epochs=2)
             learner.compile(optimizer=keras.optimizers.SGD(1.0))
         dataset = tf.data.Dataset.from_tensors(tasks)
         history = learner.fit(dataset, epochs=1, verbose=0)
@@ -196,3 +206,14 @@ def test_the_exported_policy_adapts_to_a_clients_rollouts_as_in_memory(tmp_path)
     np.testing.assert_allclose(acted, unadapted, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="`rewards` must be \\[episodes, steps\\]"):
         learner.adapt_to_rollouts(rollout[0], rollout[1], rollout[2][0])
+
+
+def test_the_clipped_surrogate_stops_the_gradient_outside_the_range():
+    ratio = tf.constant([0.5, 1.0, 1.5, 0.5, 1.5])
+    advantage = tf.constant([1.0, -1.0, 1.0, -1.0, -1.0])
+    with tf.GradientTape() as tape:
+        tape.watch(ratio)
+        surrogate = rollouts.clipped_surrogate(ratio, advantage, 0.2)
+    np.testing.assert_allclose(surrogate, [0.5, -1.0, 1.2, -0.8, -1.5])
+    # Clipped where the ratio left the range in the direction its advantage rewards.
+    np.testing.assert_allclose(tape.gradient(surrogate, ratio), [1.0, -1.0, 0.0, 0.0, -1.0])

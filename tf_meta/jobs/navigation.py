@@ -3,7 +3,8 @@
 Run `tf-meta-navigation --help` for the flags. The job meta-trains
 `tf_meta.rl.MAMLPolicyGradient` (Gaussian policy, MLP 2-100-100-2, 20 rollouts per task,
 meta-batch 20, inner learning rate 0.1, one inner step, Adam as the outer step, or with
-`--outer_step=trpo` the paper's TRPO step), trains the pretrained baseline (the same policy
+`--outer_step=trpo` the paper's TRPO step, or with `--outer_step=ppo` PPO's clipped
+surrogate), trains the pretrained baseline (the same policy
 trained by policy gradient on all tasks, without adaptation) on the same stream, and keeps a
 randomly initialized policy. It then adapts all three with the same inner learning rate on
 held-out goals and reports the mean episode return after 0, 1, 2 and 3 policy-gradient
@@ -34,10 +35,13 @@ flags.DEFINE_float("learning_rate", 0.001, "Adam learning rate of the outer step
 flags.DEFINE_enum(
     "outer_step",
     "optimizer",
-    ["optimizer", "trpo"],
-    "The outer step: Adam (--learning_rate) or MAML's TRPO step (--max_kl).",
+    ["optimizer", "trpo", "ppo"],
+    "The outer step: Adam (--learning_rate), MAML's TRPO step (--max_kl), or PPO's clipped "
+    "surrogate with Adam (--learning_rate, --clip_ratio, --outer_epochs).",
 )
 flags.DEFINE_float("max_kl", 0.01, "The trust region of the TRPO outer step.")
+flags.DEFINE_float("clip_ratio", 0.2, "PPO's clipping range of the importance ratio.")
+flags.DEFINE_integer("outer_epochs", 5, "PPO's Adam updates on each batch of rollouts.")
 flags.DEFINE_integer("hidden_units", 100, "Units in each of the policy's two hidden layers.")
 flags.DEFINE_integer("eval_tasks", 40, "Held-out goals.")
 flags.DEFINE_integer("seed", 0, "Seed of weights and training goals; evaluation uses seed+1.")
@@ -76,6 +80,8 @@ def _learner(name, inner_steps, environment):
         seed=FLAGS.seed,
         outer_step=FLAGS.outer_step,
         max_kl=FLAGS.max_kl,
+        clip_ratio=FLAGS.clip_ratio,
+        outer_epochs=FLAGS.outer_epochs,
         name=name,
     )
     learner.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))

@@ -8,7 +8,7 @@ from tf_meta.rl import rollouts, trust_region
 from tf_meta.rl.environment import TaskEnvironment
 from tf_meta.rules.update_rule import check_positive, check_positive_integer
 
-OUTER_STEPS = ("optimizer", "trpo")
+OUTER_STEPS = ("optimizer", "trpo", "ppo")
 
 
 @keras.saving.register_keras_serializable(package="tf_meta")
@@ -39,9 +39,14 @@ class MAMLPolicyGradient(keras.Model):
     through adaptation on the same support rollouts: the natural gradient from 10
     conjugate-gradient iterations with Fisher-vector products (Hessian-vector products of
     the KL, differentiated through adaptation), then a backtracking line search that keeps
-    the KL bound and an improvement. The TRPO step runs on one replica. As in MAML's paper,
-    the meta-gradient ignores that the support rollouts' distribution depends on the initial
-    weights.
+    the KL bound and an improvement. The TRPO step runs on one replica. Or
+    `outer_step="ppo"`: the clipped surrogate of Schulman et al. (2017) on the same
+    importance ratios, `min(r A, clip(r, 1 - clip_ratio, 1 + clip_ratio) A)`, maximized by
+    `outer_epochs` updates of the compiled optimizer on one batch of rollouts (each update
+    adapts again, on the stored support rollouts, from the current weights; the optimizer's
+    iterations count the updates). Its first update is exactly the `"optimizer"` step's.
+    As in MAML's paper, the meta-gradient ignores that the support rollouts' distribution
+    depends on the initial weights.
 
     Rollouts are reproducible: in training step `n` (the optimizer's iterations), task `i`
     of the batch draws its support rollouts from the stateless seed
@@ -63,8 +68,10 @@ class MAMLPolicyGradient(keras.Model):
         gae_lambda: GAE's lambda (1 gives discounted returns minus the baseline).
         initial_log_std: The initial log standard deviation of the actions.
         seed: The seed of the rollouts' noise; step `i`'s noise is a function of it and `i`.
-        outer_step: `"optimizer"` (the compiled optimizer) or `"trpo"`.
+        outer_step: `"optimizer"` (the compiled optimizer), `"trpo"` or `"ppo"`.
         max_kl: The trust region of the TRPO step.
+        clip_ratio: PPO's clipping range of the importance ratio.
+        outer_epochs: PPO's optimizer updates on each batch of rollouts.
         **kwargs: Passed to `keras.Model`.
 
     Raises:
@@ -80,6 +87,8 @@ class MAMLPolicyGradient(keras.Model):
         Using Generalized Advantage Estimation. ICLR 2016. https://arxiv.org/abs/1506.02438
         Schulman, Levine, Moritz, Jordan and Abbeel. Trust Region Policy Optimization.
         ICML 2015. https://arxiv.org/abs/1502.05477
+        Schulman, Wolski, Dhariwal, Radford and Klimov. Proximal Policy Optimization
+        Algorithms. 2017. https://arxiv.org/abs/1707.06347
     """
 
     def __init__(
@@ -96,6 +105,8 @@ class MAMLPolicyGradient(keras.Model):
         seed: int = 0,
         outer_step: str = "optimizer",
         max_kl: float = 0.01,
+        clip_ratio: float = 0.2,
+        outer_epochs: int = 5,
         **kwargs,
     ):
         if not isinstance(policy, keras.Model):
@@ -123,6 +134,8 @@ class MAMLPolicyGradient(keras.Model):
             raise ValueError(f"`outer_step` must be one of {OUTER_STEPS}; received {outer_step!r}.")
         self.outer_step = outer_step
         self.max_kl = check_positive("max_kl", max_kl)
+        self.clip_ratio = check_positive("clip_ratio", clip_ratio)
+        self.outer_epochs = check_positive_integer("outer_epochs", outer_epochs)
         self.return_before = keras.metrics.Mean(name="return_before")
         self.return_after = keras.metrics.Mean(name="return_after")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -290,10 +303,20 @@ class MAMLPolicyGradient(keras.Model):
         step = tf.cast(self.optimizer.iterations if self.optimizer else 0, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), (step * 4096 + index) * 16 + offset])
 
-    def _trust_region_step(self, tasks):
-        """MAML's TRPO outer step (see the class docstring) on one replica."""
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            raise ValueError("`outer_step='trpo'` runs on one replica; use 'optimizer'.")
+    def _collect(self, tasks):
+        """Rollouts for an outer step that reuses them (TRPO, PPO), without gradient.
+
+        Each task adapts on fresh support rollouts, as in `train_step`, then samples its
+        query rollouts with the adapted policy.
+
+        Returns:
+            `(support, observations, actions, advantage, old_means, old_log_std, before,
+            after)`: every inner step's support rollouts (three tensors per step,
+            `[tasks, ...]`), the query rollouts flattened over episodes and steps
+            (`[tasks, episodes * horizon, ...]`), their advantages, the adapted policy's
+            action means and log-std on them, and each task's mean return before and
+            after adaptation.
+        """
         initial = self.initial_weights()
         count, first, _ = self._replica_share(tasks)
         steps = self.inner_steps
@@ -322,13 +345,12 @@ class MAMLPolicyGradient(keras.Model):
                 after,
             )
 
-        example = [tf.TensorSpec(None, tf.float32)] * (3 * steps)
         data = tf.map_fn(
             collect,
             (tasks, first + tf.range(count)),
             parallel_iterations=self._parallel_tasks(),
             fn_output_signature=(
-                example,
+                [tf.TensorSpec(None, tf.float32)] * (3 * steps),
                 tf.TensorSpec([None, self.environment.observation_size], tf.float32),
                 tf.TensorSpec([None, size], tf.float32),
                 tf.TensorSpec([None], tf.float32),
@@ -339,29 +361,101 @@ class MAMLPolicyGradient(keras.Model):
             ),
         )
         data = [tf.stop_gradient(value) for value in tf.nest.flatten(data)]
-        support, rest = data[: 3 * steps], data[3 * steps :]
-        observations, actions, advantage, old_means, old_log_std, before, after = rest
+        return (data[: 3 * steps], *data[3 * steps :])
+
+    def _log_ratio(self, weights, element):
+        """The adapted policy's log-probability ratio to the collected one, and its KL.
+
+        Args:
+            weights: Initial weights; the policy adapts from them on the stored support
+                rollouts (so the ratio is a function of them through adaptation).
+            element: One task's `(support, observations, actions, advantage, old_means,
+                old_log_std)` from `_collect`.
+
+        Returns:
+            `(log_ratio [count], kl [count])`: `log pi'(a|s) - log pi_old(a|s)` and
+            `KL(pi_old || pi')` per query step.
+        """
+        support, observations, actions, _, old_means, old_log_std = element
+        path = self._inner_loop(
+            weights,
+            lambda current, step: support[3 * step : 3 * step + 3],
+            self.inner_steps,
+            self.first_order,
+        )
+        fast = path[-1] if path else weights
+        means = self.mean_actions(fast, observations)
+        log_std = tf.broadcast_to(fast[-1], tf.shape(means))
+        log_ratio = rollouts.gaussian_log_probability(
+            actions, means, log_std
+        ) - rollouts.gaussian_log_probability(actions, old_means, old_log_std)
+        return log_ratio, trust_region.gaussian_kl(old_means, old_log_std, means, log_std)
+
+    def _update_metrics(self, loss, before, after):
+        self.loss_tracker.update_state(loss)
+        self.return_before.update_state(before)
+        self.return_after.update_state(after)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def _clipped_step(self, tasks):
+        """The PPO outer step (see the class docstring): `outer_epochs` optimizer updates."""
+        *elements, before, after = self._collect(tasks)
+        initial_loss = None
+        _, _, total = self._replica_share(tasks)
+        variables = self.policy.trainable_variables + [self.log_std]
+        for _ in range(self.outer_epochs):
+            initial = self.initial_weights()
+
+            def one_task(element, initial=initial):
+                weights = [tf.identity(value) for value in initial]
+                with tf.GradientTape() as tape:
+                    tape.watch(weights)
+                    log_ratio, _ = self._log_ratio(weights, element)
+                    surrogate = rollouts.clipped_surrogate(
+                        tf.exp(log_ratio), element[3], self.clip_ratio
+                    )
+                    loss = -tf.reduce_mean(surrogate)
+                return loss, tape.gradient(loss, weights, unconnected_gradients="zero")
+
+            losses, gradients = tf.map_fn(
+                one_task,
+                tuple(elements),
+                fn_output_signature=(
+                    tf.float32,
+                    [tf.TensorSpec(value.shape, value.dtype) for value in initial],
+                ),
+            )
+            self._apply_task_gradients(variables, gradients, total)
+            if initial_loss is None:
+                initial_loss = tf.reduce_mean(losses)
+        return self._update_metrics(initial_loss, before, after)
+
+    def _apply_task_gradients(self, variables, gradients, total):
+        """Applies the sum of this replica's per-task gradients over the global task count.
+
+        The optimizer sums the replicas, so the update is the mean over all tasks.
+        """
+        by_variable = {
+            id(variable): tf.reduce_sum(gradient, axis=0) / tf.cast(total, gradient.dtype)
+            for variable, gradient in zip(variables, gradients, strict=True)
+        }
+        # In `trainable_variables`' order, the order a loaded optimizer is built in.
+        gradients = [by_variable[id(variable)] for variable in self.trainable_variables]
+        with tf.control_dependencies(gradients):
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+
+    def _trust_region_step(self, tasks):
+        """MAML's TRPO outer step (see the class docstring) on one replica."""
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("`outer_step='trpo'` runs on one replica; use 'optimizer'.")
+        initial = self.initial_weights()
+        *elements, before, after = self._collect(tasks)
+        elements = tuple(elements)
 
         def terms(weights, element):
             """The task's surrogate (to minimize) and KL, as functions of the weights."""
-            flat_support, obs, act, adv, means_old, log_std_old = element
-            path = self._inner_loop(
-                weights,
-                lambda current, step: flat_support[3 * step : 3 * step + 3],
-                steps,
-                self.first_order,
-            )
-            fast = path[-1] if path else weights
-            means = self.mean_actions(fast, obs)
-            log_std = tf.broadcast_to(fast[-1], tf.shape(means))
-            ratio = tf.exp(
-                rollouts.gaussian_log_probability(act, means, log_std)
-                - rollouts.gaussian_log_probability(act, means_old, log_std_old)
-            )
-            kl = trust_region.gaussian_kl(means_old, log_std_old, means, log_std)
-            return -tf.reduce_mean(ratio * adv), tf.reduce_mean(kl)
-
-        elements = (support, observations, actions, advantage, old_means, old_log_std)
+            log_ratio, kl = self._log_ratio(weights, element)
+            return -tf.reduce_mean(tf.exp(log_ratio) * element[3]), tf.reduce_mean(kl)
 
         def mean_over_tasks(function, output_signature):
             results = tf.map_fn(function, elements, fn_output_signature=output_signature)
@@ -419,10 +513,7 @@ class MAMLPolicyGradient(keras.Model):
         for variable, value, step in zip(variables, initial, full_step, strict=True):
             variable.assign(value + fraction * step)
         self.optimizer.iterations.assign_add(1)
-        self.loss_tracker.update_state(loss)
-        self.return_before.update_state(before)
-        self.return_after.update_state(after)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return self._update_metrics(loss, before, after)
 
     def _replica_share(self, tasks):
         """This replica's task count, the global index of its first task, the global count.
@@ -474,6 +565,8 @@ class MAMLPolicyGradient(keras.Model):
         tasks = self._checked_tasks(data[0] if isinstance(data, tuple) else data)
         if self.outer_step == "trpo":
             return self._trust_region_step(tasks)
+        if self.outer_step == "ppo":
+            return self._clipped_step(tasks)
         initial = self.initial_weights()
         variables = self.policy.trainable_variables + [self.log_std]
 
@@ -504,19 +597,8 @@ class MAMLPolicyGradient(keras.Model):
                 [tf.TensorSpec(value.shape, value.dtype) for value in initial],
             ),
         )
-        # Sums over this replica's tasks over the global count: the optimizer sums replicas.
-        by_variable = {
-            id(variable): tf.reduce_sum(gradient, axis=0) / tf.cast(total, gradient.dtype)
-            for variable, gradient in zip(variables, gradients, strict=True)
-        }
-        # In `trainable_variables`' order, the order a loaded optimizer is built in.
-        gradients = [by_variable[id(variable)] for variable in self.trainable_variables]
-        with tf.control_dependencies(gradients):
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-        self.loss_tracker.update_state(tf.reduce_mean(losses))
-        self.return_before.update_state(before)
-        self.return_after.update_state(after)
-        return {metric.name: metric.result() for metric in self.metrics}
+        self._apply_task_gradients(variables, gradients, total)
+        return self._update_metrics(tf.reduce_mean(losses), before, after)
 
     def test_step(self, data):
         """The returns before and after `inner_steps` first-order adaptation steps."""
@@ -580,6 +662,8 @@ class MAMLPolicyGradient(keras.Model):
             "seed": self.seed,
             "outer_step": self.outer_step,
             "max_kl": self.max_kl,
+            "clip_ratio": self.clip_ratio,
+            "outer_epochs": self.outer_epochs,
         }
 
     @classmethod

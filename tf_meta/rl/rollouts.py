@@ -71,6 +71,20 @@ def gaussian_log_probability(actions, means, log_std) -> tf.Tensor:
     return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.9189385332046727, axis=-1)
 
 
+def clipped_surrogate(ratio, advantage, clip_ratio: float) -> tf.Tensor:
+    """PPO's clipped surrogate, `min(r A, clip(r, 1 - clip_ratio, 1 + clip_ratio) A)`.
+
+    Elementwise; its gradient with respect to `ratio` is zero where clipping takes over
+    (the ratio has left the range in the direction the advantage rewards).
+
+    References:
+        Schulman, Wolski, Dhariwal, Radford and Klimov. Proximal Policy Optimization
+        Algorithms. 2017. https://arxiv.org/abs/1707.06347
+    """
+    clipped = tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    return tf.minimum(ratio * advantage, clipped * advantage)
+
+
 def discounted_returns(rewards: tf.Tensor, discount) -> tf.Tensor:
     """`sum_k discount^k r_{t+k}` for every step of `[episodes, horizon]` rewards."""
     backward = tf.scan(
