@@ -21,6 +21,12 @@ Problems:
 - omniglot5: the same with 5 inner steps: second-order MAML with gradient checkpointing,
   against second-order MAML without it.
 
+With JAX installed (`pip install ".[bench]"`), the JAX implementations of
+`jax_reference.py` (tasks under `vmap`, the whole meta-step under one `jit`, optax's Adam)
+are timed as configurations too, in turns alternating with the hand-written baseline of
+their workload, and every row also reports its speed relative to the JAX reference of
+its workload, from the same run.
+
     TF_META_DATA_DIR=../shared/data python benchmarks/throughput.py
 """
 
@@ -35,6 +41,11 @@ import tensorflow as tf
 from absl import app, flags
 
 import tf_meta
+
+try:
+    import jax_reference
+except ImportError:  # JAX is in the `bench` extra
+    jax_reference = None
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("problems", ["sinusoid", "omniglot", "omniglot5"], "Problems to measure.")
@@ -52,6 +63,12 @@ flags.DEFINE_bool(
 )
 
 STEPS = {"sinusoid": 200, "omniglot": 4, "omniglot5": 3}
+# The JAX reference of each workload: {configuration name: jax_reference workload}.
+JAX_WORKLOADS = {
+    "JAX MAML": "sinusoid MAML",
+    "JAX MAML (Omniglot)": "omniglot MAML",
+    "JAX prototypical network": "omniglot prototypical",
+}
 
 
 class HandWrittenMAML(keras.Model):
@@ -240,6 +257,9 @@ def _configurations(problem):
         }
         baselines = {name: "MAML baseline" for name in family}
         baselines.update({name: "Reptile baseline" for name in reptile})
+        if jax_reference is not None:
+            factories["JAX MAML"] = None
+            baselines["JAX MAML"] = "MAML baseline"
         return factories, baselines
     steps = 5 if problem == "omniglot5" else 1
     inner = {"inner_learning_rate": 0.4, "inner_steps": steps}
@@ -295,6 +315,10 @@ def _configurations(problem):
     baselines = {name: "MAML baseline" for name in family}
     baselines["Reptile"] = "Reptile baseline"
     baselines.update({name: "prototypical network baseline" for name in prototypical})
+    if jax_reference is not None:
+        factories["JAX MAML (Omniglot)"] = factories["JAX prototypical network"] = None
+        baselines["JAX MAML (Omniglot)"] = "MAML baseline"
+        baselines["JAX prototypical network"] = "prototypical network baseline"
     return factories, baselines
 
 
@@ -314,8 +338,10 @@ def _batches(problem, count):
     return list(stream.take(count))
 
 
-def _compiled(problem, name, factories):
-    """The configuration's learner, compiled as its name says."""
+def _compiled(problem, name, factories, batches):
+    """The configuration's learner, compiled as its name says (or the JAX reference)."""
+    if name in JAX_WORKLOADS:
+        return jax_reference.Reference(JAX_WORKLOADS[name], batches)
     keras.config.set_dtype_policy("mixed_bfloat16" if "bfloat16" in name else "float32")
     keras.utils.set_random_seed(0)
     learner = factories[name]()
@@ -341,7 +367,7 @@ def _dataset(batches):
 
 def _default_or_memory_option(name):
     """Whether a configuration's memory is measured: baselines, defaults, checkpointing."""
-    return "," not in name or "gradient checkpointing" in name
+    return "," not in name or "gradient checkpointing" in name or name in JAX_WORKLOADS
 
 
 def _peak_mebibytes():
@@ -358,9 +384,12 @@ def _memory(problem, name):
     """Runs one configuration in this process and prints its memory as JSON."""
     factories, _ = _configurations(problem)
     batches = _batches(problem, 4)
-    learner = _compiled(problem, name, factories)
+    learner = _compiled(problem, name, factories, batches)
     before = _peak_mebibytes()
-    learner.fit(_dataset(batches), steps_per_epoch=4 if "10 steps" not in name else 20, verbose=0)
+    if name in JAX_WORKLOADS:
+        learner.run(4)
+    else:
+        learner.fit(_dataset(batches), steps_per_epoch=20 if "10 steps" in name else 4, verbose=0)
     peak = _peak_mebibytes()
     print(json.dumps({"before": before, "peak": peak}))  # noqa: T201 (read by the parent)
 
@@ -372,6 +401,7 @@ def _measure(problem):
     rounds = 1 if FLAGS.smoke else FLAGS.rounds
     if FLAGS.smoke:
         keep = ["MAML baseline", "MAML (second order)", "MAML, tasks vectorized, XLA"]
+        keep += ["JAX MAML"] * (jax_reference is not None)
         factories = {name: factories[name] for name in keep}
         baselines = {name: baselines[name] for name in keep[1:]}
     if FLAGS.only:
@@ -381,19 +411,25 @@ def _measure(problem):
             for name, factory in factories.items()
             if name in baselines or name in baselines.values()
         }
-    dataset = _dataset(_batches(problem, 4))
+    batches = _batches(problem, 4)
+    dataset = _dataset(batches)
     learners, first_step = {}, {}
     for name in factories:
-        learners[name] = _compiled(problem, name, factories)
+        learners[name] = _compiled(problem, name, factories, batches)
         per_execution = 10 if "10 steps per execution" in name else 1
         start = time.perf_counter()
-        learners[name].fit(dataset, steps_per_epoch=per_execution, verbose=0)
+        if name in JAX_WORKLOADS:
+            learners[name].run(1)
+        else:
+            learners[name].fit(dataset, steps_per_epoch=per_execution, verbose=0)
         first_step[name] = time.perf_counter() - start
 
     def turn(name):
         """Seconds per meta-step between the first and the last batch end of one `fit`."""
         per_execution = 10 if "10 steps per execution" in name else 1
         count = max(steps // per_execution, 2) * per_execution
+        if name in JAX_WORKLOADS:
+            return learners[name].seconds_per_step(count)
         ends = []
         clock = keras.callbacks.LambdaCallback(
             on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
@@ -438,20 +474,28 @@ def _measure(problem):
         + f"; {steps} steps per turn, {rounds} rounds)",
         "",
         "| configuration | s per meta-step | meta-steps/s | tasks/s | first step (s) | "
-        "peak RSS (MiB) | RSS before first step (MiB) | speed vs baseline (median of turns) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "peak RSS (MiB) | RSS before first step (MiB) | speed vs baseline (median of turns) | "
+        "speed vs JAX |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    seconds_of = {row[0]: row[2] for row in rows}
     for name in factories:
         if name in baselines:
             _, baseline, seconds, _, ratios = next(row for row in rows if row[0] == name)
             ratio = f"{np.median(ratios):.2f} (vs {baseline})"
         else:
+            baseline = name
             seconds = float(np.median([row[3] for row in rows if row[1] == name]))
             ratio = "1.00"
+        # The JAX reference of this row's workload: the one timed against the same baseline.
+        reference = next(
+            (other for other in JAX_WORKLOADS if baselines.get(other) == baseline), None
+        )
+        versus_jax = f"{seconds_of[reference] / seconds:.2f}" if reference in seconds_of else "-"
         lines.append(
             f"| {name} | {seconds:.4f} | {1 / seconds:.1f} | {tasks / seconds:.0f} | "
             f"{first_step[name]:.1f} | {memory.get(name, {}).get('peak', float('nan')):.0f} | "
-            f"{memory.get(name, {}).get('before', float('nan')):.0f} | {ratio} |"
+            f"{memory.get(name, {}).get('before', float('nan')):.0f} | {ratio} | {versus_jax} |"
         )
     return "\n".join(lines)
 
