@@ -5,13 +5,16 @@
    `tf_meta.rl.GymnasiumEnvironment`: environment steps per second of `rollouts.rollout`
    (20 episodes of 100 steps per task, one compiled function), in alternating rounds.
 2. **Learning curves.** `tf_meta.rl.MAMLPolicyGradient` on `TwoLinkArm` (in the graph), on
-   MuJoCo `HalfCheetah` with target velocities and on Meta-World's ML1 `reach` (both through
-   Gymnasium; ML1 trains on its 50 training variations and is evaluated on its 50 held-out
-   ones, the benchmark's protocol): every `--eval_every`
+   MuJoCo `HalfCheetah` with target velocities and on Meta-World's ML1 `reach` and
+   `pick-place` (all three through Gymnasium; ML1 trains on its 50 training variations and
+   is evaluated on its 50 held-out ones, the benchmark's protocol): every `--eval_every`
    meta-steps, the mean return on held-out tasks before and after one adaptation step, with
    95% intervals, and ML1's success rate after one step; a PNG of the curves.
 
     python benchmarks/meta_rl.py --output_dir=benchmarks/results/meta_rl
+
+`--families` picks the families (and `--norollout_speed` skips part 1), so that one
+family can be measured in its own run and directory.
 
 Backups (`--backup_dir`, Keras's `BackupAndRestore`) let a killed run resume.
 """
@@ -38,7 +41,13 @@ flags.DEFINE_integer("rounds", 3, "Alternating rounds of the rollout timing.")
 flags.DEFINE_integer("arm_steps", 300, "Meta-steps on TwoLinkArm.")
 flags.DEFINE_integer("cheetah_steps", 40, "Meta-steps on HalfCheetah velocity.")
 flags.DEFINE_integer("cheetah_horizon", 200, "HalfCheetah episode length (MAML: 200).")
-flags.DEFINE_integer("ml1_steps", 20, "Meta-steps on Meta-World ML1 reach.")
+flags.DEFINE_integer("ml1_steps", 20, "Meta-steps on each Meta-World ML1 task.")
+flags.DEFINE_list(
+    "families",
+    ["TwoLinkArm", "HalfCheetah velocity", "Meta-World ML1 reach", "Meta-World ML1 pick-place"],
+    "The families whose curves are measured.",
+)
+flags.DEFINE_bool("rollout_speed", True, "Measure in-graph against Gymnasium rollouts first.")
 flags.DEFINE_integer("ml1_horizon", 150, "Meta-World episode length.")
 flags.DEFINE_integer("meta_batch_size", 10, "Tasks per meta-step.")
 flags.DEFINE_integer("episodes", 10, "Rollouts per task (MAML: 20).")
@@ -206,37 +215,49 @@ def main(_):
         FLAGS.episodes, FLAGS.meta_batch_size = 2, 2
         FLAGS.eval_every, FLAGS.eval_tasks = 1, 2
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    rates = _rollout_rates(episodes=20, tasks=2 if FLAGS.smoke else 10)
-    lines = [
-        "| environment | environment steps/s (per round) | mean |",
-        "|---|---|---|",
-    ]
-    for name, values in rates.items():
-        cells = ", ".join(f"{value:,.0f}" for value in values)
-        lines.append(f"| {name} | {cells} | {np.mean(values):,.0f} |")
-    ratio = np.mean(rates["in the graph"]) / np.mean(rates["Gymnasium"])
-    lines.append(f"\nIn the graph / Gymnasium: {ratio:.1f}x\n")
+    rates, lines = {}, []
+    if FLAGS.rollout_speed:
+        rates = _rollout_rates(episodes=20, tasks=2 if FLAGS.smoke else 10)
+        lines = [
+            "| environment | environment steps/s (per round) | mean |",
+            "|---|---|---|",
+        ]
+        for name, values in rates.items():
+            cells = ", ".join(f"{value:,.0f}" for value in values)
+            lines.append(f"| {name} | {cells} | {np.mean(values):,.0f} |")
+        ratio = np.mean(rates["in the graph"]) / np.mean(rates["Gymnasium"])
+        lines.append(f"\nIn the graph / Gymnasium: {ratio:.1f}x\n")
 
-    arm = tf_meta.rl.TwoLinkArm()
-    cheetah = tf_meta.rl.HalfCheetah(
-        "velocity", episodes=FLAGS.episodes, horizon=FLAGS.cheetah_horizon
-    )
-    # Held-out tasks: other draws of the same distribution, or ML1's held-out variations.
-    families = {
-        "TwoLinkArm": (arm, arm, FLAGS.arm_steps),
-        "HalfCheetah velocity": (cheetah, cheetah, FLAGS.cheetah_steps),
-        "Meta-World ML1 reach": (
+    def cheetah():
+        family = tf_meta.rl.HalfCheetah(
+            "velocity", episodes=FLAGS.episodes, horizon=FLAGS.cheetah_horizon
+        )
+        return family, family, FLAGS.cheetah_steps
+
+    def ml1(task):
+        return (
             *(
                 tf_meta.rl.MetaWorldML1(
-                    "reach-v3", split, episodes=FLAGS.episodes, horizon=FLAGS.ml1_horizon
+                    task, split, episodes=FLAGS.episodes, horizon=FLAGS.ml1_horizon
                 )
                 for split in ("train", "test")
             ),
             FLAGS.ml1_steps,
-        ),
+        )
+
+    # Held-out tasks: other draws of the same distribution, or ML1's held-out variations.
+    families = {
+        "TwoLinkArm": lambda: (tf_meta.rl.TwoLinkArm(),) * 2 + (FLAGS.arm_steps,),
+        "HalfCheetah velocity": cheetah,
+        "Meta-World ML1 reach": lambda: ml1("reach-v3"),
+        "Meta-World ML1 pick-place": lambda: ml1("pick-place-v3"),
     }
+    unknown = sorted(set(FLAGS.families) - set(families))
+    if unknown:
+        raise ValueError(f"Unknown `--families` {unknown}; choose from {sorted(families)}.")
     curves, seconds = {}, {}
-    for name, (environment, held_out, steps) in families.items():
+    for name in FLAGS.families:
+        environment, held_out, steps = families[name]()
         curves[name], seconds[name] = _curve(name.replace(" ", "_"), environment, steps, held_out)
     lines += [
         "| family | meta-steps | training seconds | return before adaptation | after one "

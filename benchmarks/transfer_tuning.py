@@ -3,8 +3,9 @@
 A family of small supervised tasks of varied kind and difficulty: sinusoid regression
 (amplitude, input scale, frequency and noise drawn per task) and synthetic classification
 (input width and scale, number of classes, a random teacher network and label noise drawn
-per task). Every trial trains a small MLP on the task with the configuration (optimizer Adam
-or SGD with momentum 0.9, learning rate, width, batch size) and scores it by the validation
+per task). Every trial trains a small MLP on the task with the configuration (optimizer Adam,
+SGD with momentum 0.9 or, with `--learned_rule`, tf_meta's `LearnedOptimizer` with a
+meta-trained rule; learning rate, width, batch size) and scores it by the validation
 loss divided by the loss of predicting the mean (regression) or the class frequencies
 (classification), capped at 10 (a diverged run scores 10).
 
@@ -31,7 +32,7 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 
-from tf_meta import tuners
+from tf_meta import optimizers, tuners
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,6 +48,13 @@ flags.DEFINE_integer("epochs", 4, "Training epochs of each trial.")
 flags.DEFINE_string("output_dir", "benchmarks/results/transfer_tuning", "Where results go.")
 flags.DEFINE_string("history_dir", None, "The history's directory (reused when it exists).")
 flags.DEFINE_bool("smoke", False, "3 + 1 tasks, 3 trials, 1 seed: checks the script.")
+flags.DEFINE_string(
+    "learned_rule",
+    None,
+    "An `MLPRule`'s weights (`learned_optimizers.py` writes `mlp_rule.npz`): adds tf_meta's "
+    "LearnedOptimizer with that rule to the optimizer choice, its base step size being the "
+    "searched learning rate.",
+)
 
 METHODS = ("random", "bayesian", "transfer_meta_features", "transfer_embedding", "zero_shot")
 _EXAMPLES = 400
@@ -108,7 +116,7 @@ def make_task(seed: int) -> dict:
 def space() -> keras_tuner.HyperParameters:
     """The searched configuration."""
     hp = keras_tuner.HyperParameters()
-    hp.Choice("optimizer", ["adam", "sgd"])
+    hp.Choice("optimizer", ["adam", "sgd"] + ["learned"] * bool(FLAGS.learned_rule))
     hp.Float("learning_rate", 1e-4, 3.0, sampling="log")
     hp.Choice("units", [16, 64, 256])
     hp.Choice("batch_size", [16, 64])
@@ -137,11 +145,17 @@ class TaskTuner(keras_tuner.Tuner):
                 keras.layers.Dense(outputs),
             ]
         )
-        optimizer = (
-            keras.optimizers.Adam(hp["learning_rate"])
-            if hp["optimizer"] == "adam"
-            else keras.optimizers.SGD(hp["learning_rate"], momentum=0.9)
-        )
+        if hp["optimizer"] == "learned":
+            steps = FLAGS.epochs * math.ceil(len(task["x"]) / hp["batch_size"])
+            optimizer = optimizers.LearnedOptimizer(
+                optimizers.MLPRule(training_steps=steps),
+                learning_rate=hp["learning_rate"],
+                rule_weights=_learned_rule_weights(),
+            )
+        elif hp["optimizer"] == "adam":
+            optimizer = keras.optimizers.Adam(hp["learning_rate"])
+        else:
+            optimizer = keras.optimizers.SGD(hp["learning_rate"], momentum=0.9)
         loss = (
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             if classification
@@ -159,6 +173,12 @@ class TaskTuner(keras_tuner.Tuner):
             baseline = np.mean((task["validation_y"] - task["y"].mean()) ** 2)
         score = validation_loss / baseline
         return float(min(score, 10.0)) if math.isfinite(score) else 10.0
+
+
+def _learned_rule_weights() -> list[np.ndarray]:
+    """The weights of `--learned_rule`'s `MLPRule`."""
+    with np.load(FLAGS.learned_rule) as archive:
+        return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
 
 def search(oracle, task, directory) -> list[float]:
@@ -225,6 +245,8 @@ def main(_):
     if FLAGS.smoke:
         FLAGS.history_tasks, FLAGS.history_trials, FLAGS.test_tasks = 3, 3, 1
         FLAGS.trials, FLAGS.seeds, FLAGS.neighbours, FLAGS.epochs = 3, 1, 2, 1
+    if FLAGS.learned_rule and not os.path.isfile(FLAGS.learned_rule):
+        raise ValueError(f"`--learned_rule` {FLAGS.learned_rule!r} is not a file.")
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     history_dir = FLAGS.history_dir or os.path.join(FLAGS.output_dir, "history")
     records, history_seconds = build_history(history_dir)
@@ -274,11 +296,18 @@ def main(_):
                     json.dump(results, file)
                 os.replace(results_path + ".tmp", results_path)
             progress.add(1)
-    report(results, history_seconds, len(records))
+    report(results, history_seconds, records)
 
 
-def report(results, history_seconds, history_size):
+def _optimizer_counts(configurations) -> str:
+    """How many of `configurations` (hyperparameter values) use each optimizer."""
+    names = [values["optimizer"] for values in configurations]
+    return ", ".join(f"{name} {names.count(name)}" for name in sorted(set(names)))
+
+
+def report(results, history_seconds, records):
     """The table and the PNG."""
+    history_size = len(records)
     searches = list(results.values())
     curves = {
         method: np.array([np.minimum.accumulate(entry[method]) for entry in searches])
@@ -334,6 +363,15 @@ def report(results, history_seconds, history_size):
     lines.append(
         f"| median random configuration | {random_mean:.3f} ± {random_half:.3f} | | | | | | |"
     )
+    best_of_tasks = [
+        min(record["trials"], key=lambda trial: trial["score"])["values"] for record in records
+    ]
+    lines += [
+        "",
+        f"Optimizer of the best configuration of each recorded task: "
+        f"{_optimizer_counts(best_of_tasks)}; of the zero-shot predictions: "
+        f"{_optimizer_counts([entry['zero_shot_values'] for entry in searches])}.",
+    ]
     table = "\n".join(lines)
     with open(os.path.join(FLAGS.output_dir, "table.md"), "w") as file:
         file.write(table + "\n")
