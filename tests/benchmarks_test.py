@@ -64,7 +64,11 @@ def test_every_benchmark_smoke_mode_runs_and_reports(omniglot_dir, tmp_path):
 @pytest.mark.slow
 def test_the_slower_smoke_modes_report(omniglot_dir, tmp_path):
     expected = {
-        ("inner_steps_memory.py",): ["| iMAML | 1 |", "| iMAML | 2 |"],
+        ("cost_growth.py", f"--output_dir={tmp_path / 'cost'}"): [
+            "| iMAML | 1 | 2 |",
+            "| iMAML | 2 | 2 |",
+            "| Reptile | 1 | 1 |",
+        ],
         ("throughput.py",): [
             "| MAML baseline |",
             "| MAML (second order) |",
@@ -79,6 +83,7 @@ def test_the_slower_smoke_modes_report(omniglot_dir, tmp_path):
     }
     _run_all(expected, data_dir=omniglot_dir, cwd=tmp_path)
     assert os.path.isfile(tmp_path / "tuning_sinusoid.png")
+    assert os.path.isfile(tmp_path / "cost" / "cost_growth.png")
 
 
 @pytest.mark.slow
