@@ -310,15 +310,16 @@ class MAMLPolicyGradient(keras.Model):
         query rollouts with the adapted policy.
 
         Returns:
-            `(support, observations, actions, advantage, old_means, old_log_std, before,
-            after)`: every inner step's support rollouts (three tensors per step,
-            `[tasks, ...]`), the query rollouts flattened over episodes and steps
-            (`[tasks, episodes * horizon, ...]`), their advantages, the adapted policy's
-            action means and log-std on them, and each task's mean return before and
-            after adaptation.
+            `(elements, before, after, total)`. `elements` is the tuple `(support,
+            observations, actions, advantage, old_means, old_log_std)`: every inner step's
+            support rollouts (three tensors per step, `[tasks, ...]`), the query rollouts
+            flattened over episodes and steps (`[tasks, episodes * horizon, ...]`), their
+            advantages, and the adapted policy's action means and log-std on them.
+            `before` and `after` are each task's mean return before and after adaptation;
+            `total` is the task count over all replicas.
         """
         initial = self.initial_weights()
-        count, first, _ = self._replica_share(tasks)
+        count, first, total = self._replica_share(tasks)
         steps = self.inner_steps
         size = self.environment.action_size
 
@@ -361,7 +362,8 @@ class MAMLPolicyGradient(keras.Model):
             ),
         )
         data = [tf.stop_gradient(value) for value in tf.nest.flatten(data)]
-        return (data[: 3 * steps], *data[3 * steps :])
+        support, rest = data[: 3 * steps], data[3 * steps :]
+        return (support, *rest[:-2]), rest[-2], rest[-1], total
 
     def _log_ratio(self, weights, element):
         """The adapted policy's log-probability ratio to the collected one, and its KL.
@@ -398,15 +400,18 @@ class MAMLPolicyGradient(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
     def _clipped_step(self, tasks):
-        """The PPO outer step (see the class docstring): `outer_epochs` optimizer updates."""
-        *elements, before, after = self._collect(tasks)
-        initial_loss = None
-        _, _, total = self._replica_share(tasks)
+        """The PPO outer step (see the class docstring): `outer_epochs` optimizer updates.
+
+        The logged loss is the clipped surrogate's before the first update.
+        """
+        elements, before, after, total = self._collect(tasks)
         variables = self.policy.trainable_variables + [self.log_std]
-        for _ in range(self.outer_epochs):
+
+        def update():
+            """One optimizer update on the stored rollouts; returns the loss before it."""
             initial = self.initial_weights()
 
-            def one_task(element, initial=initial):
+            def one_task(element):
                 weights = [tf.identity(value) for value in initial]
                 with tf.GradientTape() as tape:
                     tape.watch(weights)
@@ -419,16 +424,19 @@ class MAMLPolicyGradient(keras.Model):
 
             losses, gradients = tf.map_fn(
                 one_task,
-                tuple(elements),
+                elements,
                 fn_output_signature=(
                     tf.float32,
                     [tf.TensorSpec(value.shape, value.dtype) for value in initial],
                 ),
             )
             self._apply_task_gradients(variables, gradients, total)
-            if initial_loss is None:
-                initial_loss = tf.reduce_mean(losses)
-        return self._update_metrics(initial_loss, before, after)
+            return tf.reduce_mean(losses)
+
+        loss = update()
+        for _ in range(self.outer_epochs - 1):
+            update()
+        return self._update_metrics(loss, before, after)
 
     def _apply_task_gradients(self, variables, gradients, total):
         """Applies the sum of this replica's per-task gradients over the global task count.
@@ -449,8 +457,7 @@ class MAMLPolicyGradient(keras.Model):
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ValueError("`outer_step='trpo'` runs on one replica; use 'optimizer'.")
         initial = self.initial_weights()
-        *elements, before, after = self._collect(tasks)
-        elements = tuple(elements)
+        elements, before, after, _ = self._collect(tasks)
 
         def terms(weights, element):
             """The task's surrogate (to minimize) and KL, as functions of the weights."""
