@@ -110,9 +110,13 @@ def _plot(results, inner_steps, sizes, tasks, path):
     for row, label in enumerate(("meta-steps per second", "memory added by the steps (MiB)")):
         axes[row, 0].set(xlabel=f"inner steps (meta-batch {tasks})", ylabel=label)
         axes[row, 1].set(xlabel="meta-batch size (1 inner step)", ylabel=label)
-        for axis in axes[row]:
-            axis.set_xscale("log")
-            axis.set_yscale("log")
+    for axis in axes.flat:
+        axis.set_xscale("log")
+    for axis in axes[0]:
+        axis.set_yscale("log")
+    for axis in axes[1]:  # some configurations add nothing measurable: linear below 10 MiB
+        axis.set_yscale("symlog", linthresh=10)
+        axis.set_ylim(bottom=0)
     axes[0, 0].legend(fontsize=8)
     figure.suptitle(f"Omniglot 5-way 1-shot, conv4, {FLAGS.queries} queries per class")
     figure.tight_layout()
