@@ -170,6 +170,8 @@ def test_options_are_off_by_default_and_in_the_config():
         tf_meta.MAML(tf_meta.models.mlp(), multi_step_loss_steps=-1)
     with pytest.raises(ValueError, match="first_order_steps"):
         tf_meta.MAML(tf_meta.models.mlp(), first_order_steps=1.5)
+    with pytest.raises(ValueError, match="first_order_steps.*vectorize_tasks"):
+        tf_meta.MAML(tf_meta.models.mlp(), first_order_steps=2, vectorize_tasks=True)
 
 
 @pytest.mark.slow

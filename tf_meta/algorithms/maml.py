@@ -117,6 +117,10 @@ class MAML(MetaLearner):
             check_steps("eval_inner_steps", eval_inner_steps)
         check_steps("multi_step_loss_steps", multi_step_loss_steps)
         check_steps("first_order_steps", first_order_steps)
+        if first_order_steps and kwargs.get("vectorize_tasks"):
+            # Its switch of order is a `tf.cond` in each task, which `tf.vectorized_map`
+            # fails to convert ("Required handle data not set").
+            raise ValueError("`first_order_steps` needs the task loop (`vectorize_tasks=False`).")
         super().__init__(model, inner_loss=inner_loss, **kwargs)
         self.inner_learning_rate = inner_learning_rate
         self.inner_steps = int(inner_steps)
