@@ -25,7 +25,12 @@ import time
 import keras
 import matplotlib
 from absl import app, flags
-from throughput import _batches, _dataset, _peak_mebibytes  # also defines --queries, ...
+from throughput import (  # also defines --queries, ...
+    _batches,
+    _dataset,
+    _peak_mebibytes,
+    fit_seconds_per_step,
+)
 
 import tf_meta
 
@@ -73,12 +78,7 @@ def _measure(name, steps):
     )
     dataset = _dataset(_batches("omniglot", 4))  # of --omniglot_tasks tasks
     before = _peak_mebibytes()
-    ends = []
-    clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
-    )
-    learner.fit(dataset, steps_per_epoch=FLAGS.meta_steps, verbose=0, callbacks=[clock])
-    seconds = (ends[-1] - ends[0]) / (len(ends) - 1)
+    seconds = fit_seconds_per_step(learner, dataset, FLAGS.meta_steps)
     print(json.dumps({"before": before, "peak": _peak_mebibytes(), "seconds": seconds}))  # noqa: T201
 
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from throughput import _batches, _dataset  # also defines --steps and --rounds
+from throughput import _batches, _dataset, fit_seconds_per_step  # defines --steps, --rounds
 
 import tf_meta
 
@@ -55,16 +55,6 @@ def _learner(**compile_options):
         optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=True, **compile_options
     )
     return learner
-
-
-def _fit_seconds(learner, dataset, count, per_execution):
-    """Seconds per meta-step between the first and the last batch end of one `fit`."""
-    ends = []
-    clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
-    )
-    learner.fit(dataset, steps_per_epoch=count, verbose=0, callbacks=[clock])
-    return (ends[-1] - ends[0]) / (count - per_execution)
 
 
 def _seconds(function, calls, steps_per_call):
@@ -105,12 +95,11 @@ def main(argv):
         return _repeat(one_step)
 
     reference = jax_reference.Reference("sinusoid MAML", batches)
-    reference.run(2)
     calls = max(steps // _IN_ONE_PROGRAM, 2)
     ways = {
         "JAX reference (one jit call per step)": lambda: reference.seconds_per_step(steps),
-        "fit, steps_per_execution=10": lambda: _fit_seconds(fits[10], dataset, steps, 10),
-        "fit, steps_per_execution=100": lambda: _fit_seconds(
+        "fit, steps_per_execution=10": lambda: fit_seconds_per_step(fits[10], dataset, steps, 10),
+        "fit, steps_per_execution=100": lambda: fit_seconds_per_step(
             fits[100], dataset, max(steps, 200), 100
         ),
         "compiled train_step, called from Python": lambda: _seconds(compiled_step, steps, 1),

@@ -365,6 +365,24 @@ def _dataset(batches):
     return tf.data.Dataset.from_tensor_slices(stacked).repeat()
 
 
+def fit_seconds_per_step(learner, dataset, count, per_execution=1):
+    """Seconds per meta-step between the first and the last batch end of one `fit`.
+
+    Args:
+        learner: A compiled learner.
+        dataset: Its episode batches.
+        count: Meta-steps of the `fit` (a multiple of `per_execution`).
+        per_execution: The learner's `steps_per_execution`: batch ends come once per
+            execution, so the first execution is not timed.
+    """
+    ends = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
+    )
+    learner.fit(dataset, steps_per_epoch=count, verbose=0, callbacks=[clock])
+    return (ends[-1] - ends[0]) / (count - per_execution)
+
+
 def _default_or_memory_option(name):
     """Whether a configuration's memory is measured: baselines, defaults, checkpointing."""
     return "," not in name or "gradient checkpointing" in name or name in JAX_WORKLOADS
@@ -430,12 +448,7 @@ def _measure(problem):
         count = max(steps // per_execution, 2) * per_execution
         if name in JAX_WORKLOADS:
             return learners[name].seconds_per_step(count)
-        ends = []
-        clock = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
-        )
-        learners[name].fit(dataset, steps_per_epoch=count, verbose=0, callbacks=[clock])
-        return (ends[-1] - ends[0]) / (count - per_execution)
+        return fit_seconds_per_step(learners[name], dataset, count, per_execution)
 
     rows = []
     for name, baseline in baselines.items():
