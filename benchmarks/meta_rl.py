@@ -16,7 +16,9 @@
 `--families` picks the families (and `--norollout_speed` skips part 1), so that one
 family can be measured in its own run and directory.
 
-Backups (`--backup_dir`, Keras's `BackupAndRestore`) let a killed run resume.
+Backups (`--backup_dir`, Keras's `BackupAndRestore`) let a killed run resume; the curve so
+far is kept in `<output_dir>/<family>_curve.json` and continued. `--outer_step=trpo` takes
+the paper's TRPO step instead of Adam.
 """
 
 import json
@@ -55,6 +57,10 @@ flags.DEFINE_integer("eval_every", 10, "Meta-steps between evaluations.")
 flags.DEFINE_integer("eval_tasks", 10, "Held-out tasks per evaluation.")
 flags.DEFINE_string("output_dir", "benchmarks/results/meta_rl", "Where results are written.")
 flags.DEFINE_string("backup_dir", None, "BackupAndRestore directory, to resume a killed run.")
+flags.DEFINE_enum(
+    "outer_step", "optimizer", ["optimizer", "trpo", "ppo"], "Adam 1e-3, TRPO or PPO-clip."
+)
+flags.DEFINE_float("max_kl", 0.01, "TRPO's trust region (with --outer_step=trpo).")
 flags.DEFINE_bool("smoke", False, "A few steps of everything: checks the script.")
 
 
@@ -152,20 +158,26 @@ class _Evaluate(keras.callbacks.Callback):
     `evaluator` shares the trained learner's policy and runs on the held-out environment.
     """
 
-    def __init__(self, evaluator, tasks, every, curve):
+    def __init__(self, evaluator, tasks, every, curve, path):
         super().__init__()
         self.evaluator, self.tasks, self.every, self.curve = evaluator, tasks, every, curve
+        self.path = path
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every == 0:
             self.evaluator.log_std.assign(self.model.log_std)
             returns = self.evaluator.adaptation_returns(self.tasks, 1, seed=99).numpy()
+            # A resumed run repeats the epoch its backup did not record: its point is replaced.
+            self.curve[:] = [point for point in self.curve if point[0] != step]
             self.curve.append(
                 [step, *tf_meta.evaluation.confidence_interval(returns[:, 0])]
                 + list(tf_meta.evaluation.confidence_interval(returns[:, 1]))
                 + [_success_rate(self.evaluator, self.tasks)]
             )
+            with open(self.path + ".tmp", "w") as file:
+                json.dump(self.curve, file)
+            os.replace(self.path + ".tmp", self.path)
 
 
 def _success_rate(learner, tasks):
@@ -187,16 +199,27 @@ def _curve(name, environment, steps, held_out):
     policy = _policy(environment.observation_size, environment.action_size)
     learner, evaluator = (
         tf_meta.rl.MAMLPolicyGradient(
-            policy, family, inner_learning_rate=0.1, episodes=FLAGS.episodes
+            policy,
+            family,
+            inner_learning_rate=0.1,
+            episodes=FLAGS.episodes,
+            outer_step=FLAGS.outer_step,
+            max_kl=FLAGS.max_kl,
         )
         for family in (environment, held_out)
     )
     learner.compile(optimizer=keras.optimizers.Adam(1e-3))
     tasks = held_out.sample_tasks(FLAGS.eval_tasks, [7, 7])
+    # The curve so far, kept beside the results, so that a resumed run continues it.
+    path = os.path.join(FLAGS.output_dir, f"{name}_curve.json")
+    backup = FLAGS.backup_dir and os.path.join(FLAGS.backup_dir, name)
     curve = []
-    callbacks = [_Evaluate(evaluator, tasks, FLAGS.eval_every, curve)]
-    if FLAGS.backup_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(FLAGS.backup_dir, name)))
+    if backup and os.path.exists(backup) and os.path.exists(path):  # a killed run resumes
+        with open(path) as file:
+            curve = json.load(file)
+    callbacks = [_Evaluate(evaluator, tasks, FLAGS.eval_every, curve, path)]
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup))
     start = time.perf_counter()
     learner.fit(
         environment.task_stream(FLAGS.meta_batch_size),

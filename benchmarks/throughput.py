@@ -229,9 +229,9 @@ def _configurations(problem):
 
         baseline = {"MAML baseline": lambda: HandWrittenMAML(network(), 0.01)}
         family = {
-            "MAML (second order)": maml(),
+            "MAML (second order)": maml(),  # vectorize_tasks="auto": vectorized
+            "MAML, task loop": maml(vectorize_tasks=False),
             "MAML, XLA": maml(),
-            "MAML, tasks vectorized": maml(vectorize_tasks=True),
             "MAML, tasks vectorized, XLA": maml(vectorize_tasks=True),
             "MAML, tasks vectorized, XLA, 10 steps per execution": maml(vectorize_tasks=True),
             "MAML (first order)": maml(first_order=True),

@@ -160,8 +160,91 @@ def test_vectorized_tasks_under_xla_give_the_plain_meta_gradient():
         return tf_meta.MAML(network, inner_learning_rate=0.3, inner_steps=2, **options)
 
     assert_same_update(
-        meta_update(dense_maml, jit_compile=True, vectorize_tasks=True), meta_update(dense_maml)
+        meta_update(dense_maml, jit_compile=True, vectorize_tasks=True),
+        meta_update(dense_maml, vectorize_tasks=False),
     )
+
+
+def _counting_vectorized_map(monkeypatch):
+    """Counts the calls of `tf.vectorized_map` (one per traced task map)."""
+    calls = []
+    original = tf.vectorized_map
+
+    def counting(*arguments, **keywords):
+        calls.append(1)
+        return original(*arguments, **keywords)
+
+    monkeypatch.setattr(tf, "vectorized_map", counting)
+    return calls
+
+
+DENSE = [keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+CONVOLUTION = [keras.layers.Reshape((1, 1, 1)), keras.layers.Conv2D(1, 1), keras.layers.Flatten()]
+
+
+def _fit_sinusoid(learner, caplog, stream=None, **compile_options):
+    """Fits `learner` for two sinusoid batches; returns the log lines that name a task loop."""
+    learner.compile(optimizer="sgd", **{"loss": "mse", **compile_options})
+    stream = stream or tf_meta.data.sinusoid(meta_batch_size=2, seed=0)
+    with caplog.at_level("INFO", logger="tf_meta"):
+        learner.fit(stream, steps_per_epoch=2, verbose=0)
+    return [record.message for record in caplog.records if "run in a loop" in record.message]
+
+
+@pytest.mark.parametrize(
+    "layers, options, compile_options, reason",
+    [
+        (DENSE, {}, {}, None),
+        (DENSE, {}, {"loss": keras.losses.MeanSquaredError(reduction="sum")}, None),
+        (DENSE, {}, {"jit_compile": True}, "jit_compile"),
+        (CONVOLUTION, {}, {}, "Conv2D layer"),
+        (DENSE, {"first_order_steps": 1}, {}, "first_order_steps"),
+    ],
+    ids=["dense", "dense-summed-loss", "dense-xla", "convolution", "first-order-steps"],
+)
+def test_auto_vectorizes_dense_networks_only(
+    monkeypatch, caplog, layers, options, compile_options, reason
+):
+    calls = _counting_vectorized_map(monkeypatch)
+    network = keras.Sequential(
+        [keras.Input((1,)), *[layer.__class__.from_config(layer.get_config()) for layer in layers]]
+    )
+    learner = tf_meta.MAML(network, inner_learning_rate=0.01, **options)
+    assert learner.vectorize_tasks == "auto"
+    logged = _fit_sinusoid(learner, caplog, **compile_options)
+    if reason is None:
+        assert calls and not logged
+    else:  # one line, once, naming the reason
+        assert not calls and len(logged) == 1 and reason in logged[0], logged
+
+
+def test_unknown_example_axes_run_the_task_loop(monkeypatch, caplog):
+    """Vectorized, an empty example axis would fail inside the map before the check that
+    names it runs (front_door_test.py), so a step traced for unknown axes loops."""
+    calls = _counting_vectorized_map(monkeypatch)
+    stream = tf_meta.data.sinusoid(meta_batch_size=2, seed=0)
+    relaxed = tf.data.Dataset.from_generator(
+        lambda: stream.take(2).as_numpy_iterator(),
+        output_signature=tf.nest.map_structure(
+            lambda spec: tf.TensorSpec([None, None, *spec.shape[2:]], spec.dtype),
+            stream.element_spec,
+        ),
+    ).repeat()
+    learner = tf_meta.MAML(tf_meta.models.mlp(), inner_learning_rate=0.01, vectorize_tasks=True)
+    logged = _fit_sinusoid(learner, caplog, stream=relaxed)
+    assert not calls and len(logged) == 1 and "example axes unknown" in logged[0], logged
+
+
+def test_auto_gives_the_loops_meta_gradient_on_a_dense_network():
+    def dense_maml(**options):
+        network = keras.Sequential(
+            [keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(WAYS)]
+        )
+        return tf_meta.MAML(network, inner_learning_rate=0.3, inner_steps=2, **options)
+
+    assert_same_update(meta_update(dense_maml), meta_update(dense_maml, vectorize_tasks=False))
+    with pytest.raises(ValueError, match="`vectorize_tasks`"):
+        dense_maml(vectorize_tasks="yes")
 
 
 def test_tf_recompute_grad_still_stops_the_inner_tape():

@@ -110,6 +110,50 @@ def test_saving_round_trip_gives_the_same_returns(tmp_path):
     )
 
 
+class _KillAfterEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("outer_step", ["optimizer", "trpo", "ppo"])
+def test_a_killed_fit_resumes_where_it_stopped(tmp_path, outer_step):
+    """BackupAndRestore resumes with the weights and the step count of the killed run (the
+    rollouts' seeds are numbered by the optimizer's iterations). TRPO never applies the
+    optimizer: unbuilt when the backup was written, it was built before restoring, which
+    then skipped its variables, and the resumed run drew the first steps' rollouts again."""
+
+    def learner():
+        learner = linear_learner(outer_step=outer_step, outer_epochs=2)
+        learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+        return learner
+
+    def fit(learner, callbacks=(), initial_epoch=0):
+        stream = learner.environment.task_stream(2)  # a fresh stream, as a rerun makes
+        learner.fit(
+            stream,
+            steps_per_epoch=2,
+            epochs=3,
+            initial_epoch=initial_epoch,
+            verbose=0,
+            callbacks=list(callbacks),
+        )
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(learner(), [backup, _KillAfterEpoch()])
+    resumed = learner()
+    fit(resumed, [backup])
+    # The same run by hand: two epochs, then the third from a fresh stream.
+    expected = learner()
+    with pytest.raises(KeyboardInterrupt):
+        fit(expected, [_KillAfterEpoch()])
+    fit(expected, initial_epoch=2)
+    assert int(resumed.optimizer.iterations) == int(expected.optimizer.iterations) > 0
+    for actual, wanted in zip(resumed.weights, expected.weights, strict=True):
+        np.testing.assert_allclose(actual.numpy(), wanted.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input_is_named_and_changes_nothing():
     learner = linear_learner()
     learner.compile(optimizer="adam")

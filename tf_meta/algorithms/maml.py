@@ -117,7 +117,7 @@ class MAML(MetaLearner):
             check_steps("eval_inner_steps", eval_inner_steps)
         check_steps("multi_step_loss_steps", multi_step_loss_steps)
         check_steps("first_order_steps", first_order_steps)
-        if first_order_steps and kwargs.get("vectorize_tasks"):
+        if first_order_steps and kwargs.get("vectorize_tasks") is True:
             # Its switch of order is a `tf.cond` in each task, which `tf.vectorized_map`
             # fails to convert ("Required handle data not set").
             raise ValueError("`first_order_steps` needs the task loop (`vectorize_tasks=False`).")
@@ -164,6 +164,12 @@ class MAML(MetaLearner):
         MAML adapts all of them; ANIL adapts the head.
         """
         return list(range(len(self.model.trainable_variables)))
+
+    def _vectorization_obstacle(self):
+        """`first_order_steps`, whose switch of order `tf.vectorized_map` cannot convert."""
+        if self.first_order_steps:
+            return "first_order_steps (a tf.cond in each task)"
+        return super()._vectorization_obstacle()
 
     def adapt_task(self, task, steps=None, training=False):
         """Gradient descent on the support loss, differentiable unless first order.

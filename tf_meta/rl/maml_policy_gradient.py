@@ -544,6 +544,11 @@ class MAMLPolicyGradient(keras.Model):
     def compile(self, *arguments, jit_compile="auto", **keywords):
         """Keras's `compile`; without XLA for an environment stepped outside the graph.
 
+        The optimizer is built for the policy at once: the TRPO step never applies it,
+        only counts its iterations (which number the rollouts' seeds), and built here its
+        saved state is the one that `BackupAndRestore` builds before restoring, so a
+        resumed run keeps the count.
+
         Raises:
             ValueError: If `jit_compile=True` and the environment is not in the graph.
         """
@@ -555,6 +560,9 @@ class MAMLPolicyGradient(keras.Model):
                 )
             jit_compile = False
         super().compile(*arguments, jit_compile=jit_compile, **keywords)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def _checked_tasks(self, tasks) -> tf.Tensor:
         tasks = tf.convert_to_tensor(tasks, tf.float32)
