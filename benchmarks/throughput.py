@@ -31,6 +31,7 @@ its workload, from the same run.
 """
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -234,6 +235,7 @@ def _configurations(problem):
             "MAML, XLA": maml(),
             "MAML, tasks vectorized, XLA": maml(vectorize_tasks=True),
             "MAML, tasks vectorized, XLA, 10 steps per execution": maml(vectorize_tasks=True),
+            "MAML, tasks vectorized, XLA, 100 steps per execution": maml(vectorize_tasks=True),
             "MAML (first order)": maml(first_order=True),
             "MAML (first order), tasks vectorized, XLA": maml(
                 first_order=True, vectorize_tasks=True
@@ -355,9 +357,15 @@ def _compiled(problem, name, factories, batches):
         optimizer=keras.optimizers.Adam(1e-3),
         loss=loss,
         jit_compile="XLA" in name,
-        steps_per_execution=10 if "10 steps per execution" in name else 1,
+        steps_per_execution=_per_execution(name),
     )
     return learner
+
+
+def _per_execution(name):
+    """The `steps_per_execution` of a configuration: "N steps per execution" in its name."""
+    found = re.search(r"(\d+) steps per execution", name)
+    return int(found.group(1)) if found else 1
 
 
 def _dataset(batches):
@@ -407,7 +415,7 @@ def _memory(problem, name):
     if name in JAX_WORKLOADS:
         learner.run(4)
     else:
-        learner.fit(_dataset(batches), steps_per_epoch=20 if "10 steps" in name else 4, verbose=0)
+        learner.fit(_dataset(batches), steps_per_epoch=4 * _per_execution(name), verbose=0)
     peak = _peak_mebibytes()
     print(json.dumps({"before": before, "peak": peak}))  # noqa: T201 (read by the parent)
 
@@ -434,7 +442,7 @@ def _measure(problem):
     learners, first_step = {}, {}
     for name in factories:
         learners[name] = _compiled(problem, name, factories, batches)
-        per_execution = 10 if "10 steps per execution" in name else 1
+        per_execution = _per_execution(name)
         start = time.perf_counter()
         if name in JAX_WORKLOADS:
             learners[name].run(1)
@@ -444,7 +452,7 @@ def _measure(problem):
 
     def turn(name):
         """Seconds per meta-step between the first and the last batch end of one `fit`."""
-        per_execution = 10 if "10 steps per execution" in name else 1
+        per_execution = _per_execution(name)
         count = max(steps // per_execution, 2) * per_execution
         if name in JAX_WORKLOADS:
             return learners[name].seconds_per_step(count)

@@ -247,6 +247,56 @@ def test_auto_gives_the_loops_meta_gradient_on_a_dense_network():
         dense_maml(vectorize_tasks="yes")
 
 
+class _CountBatches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append((batch, float(logs["loss"])))
+
+
+def test_several_meta_steps_in_one_xla_program_train_like_one_step_at_a_time():
+    """On an endless stream under XLA, `steps_per_execution` meta-steps run in one compiled
+    program (`MetaLearner.fit`); the weights, the step count, the logs and the callbacks'
+    calls are those of Keras's loop, which launches the compiled step once per meta-step
+    (on a finite dataset, which this learner leaves to Keras)."""
+
+    def fit(stream, vectorize_tasks):
+        keras.utils.set_random_seed(0)
+        learner = tf_meta.MAML(
+            tf_meta.models.mlp(), inner_learning_rate=0.01, vectorize_tasks=vectorize_tasks
+        )
+        learner.compile(
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss="mse",
+            jit_compile=True,
+            steps_per_execution=4,
+        )
+        counter = _CountBatches()
+        history = learner.fit(
+            stream, steps_per_epoch=8, epochs=2, verbose=0, callbacks=[counter]
+        ).history
+        return learner, history, counter.ends
+
+    batches = tf_meta.data.sinusoid(meta_batch_size=4, seed=0).take(16).cache()
+    for vectorize_tasks in (False, True):
+        stacked, stacked_history, stacked_ends = fit(batches.repeat(), vectorize_tasks)
+        assert stacked._stacked_steps
+        looped, looped_history, looped_ends = fit(batches, vectorize_tasks)  # finite
+        assert not looped._stacked_steps
+        assert int(stacked.optimizer.iterations) == int(looped.optimizer.iterations) == 16
+        assert [end for end, _ in stacked_ends] == [end for end, _ in looped_ends] == [3, 7] * 2
+        np.testing.assert_allclose(
+            [loss for _, loss in stacked_ends], [loss for _, loss in looped_ends], rtol=1e-5
+        )
+        np.testing.assert_allclose(stacked_history["loss"], looped_history["loss"], rtol=1e-5)
+        assert_same_update(
+            [v.numpy() for v in stacked.trainable_variables],
+            [v.numpy() for v in looped.trainable_variables],
+        )
+
+
 def test_tf_recompute_grad_still_stops_the_inner_tape():
     """`tf_meta.checkpointing.recompute` exists because `tf.recompute_grad` runs the forward
     pass with every tape stopped, so an inner gradient inside it is None. When this test
