@@ -297,6 +297,48 @@ def test_several_meta_steps_in_one_xla_program_train_like_one_step_at_a_time():
         )
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("support_x", np.nan, "'support_x' contains NaN"),
+        ("query_y", WAYS, "query_y has a class label >= 3"),
+    ],
+)
+def test_under_xla_a_bad_batch_fails_its_step_and_changes_nothing(
+    steps_per_execution, key, value, message
+):
+    """XLA drops run-time checks (`check_numerics`, `tf.debugging` asserts): compiled, the
+    step took a NaN into the weights, until the checks ran before the compiled program."""
+    keras.utils.set_random_seed(0)
+    learner = LEARNERS["MAML"]()
+    learner.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
+    x, y = episode()
+    good = tf.data.Dataset.from_tensors((x, y)).repeat()
+    learner.fit(good, steps_per_epoch=steps_per_execution, verbose=0)
+    before = [v.numpy() for v in learner.variables + learner.optimizer.variables]
+    bad_x, bad_y = dict(x), y.copy()
+    if key == "query_y":
+        bad_y[0, 0] = value
+    else:
+        bad_x[key] = x[key].copy()
+        bad_x[key][0, 0, 0] = value
+    bad = tf.data.Dataset.from_tensors((bad_x, bad_y))
+    stream = good.take(steps_per_execution - 1).concatenate(bad).concatenate(good)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        learner.fit(stream, steps_per_epoch=steps_per_execution, verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        learner.evaluate(bad, verbose=0)
+    after = [v.numpy() for v in learner.variables + learner.optimizer.variables]
+    for expected, actual in zip(before, after, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
 def test_tf_recompute_grad_still_stops_the_inner_tape():
     """`tf_meta.checkpointing.recompute` exists because `tf.recompute_grad` runs the forward
     pass with every tape stopped, so an inner gradient inside it is None. When this test

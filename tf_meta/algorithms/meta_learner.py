@@ -306,16 +306,32 @@ class MetaLearner(MultiWorkerFit):
             and x.cardinality() == tf.data.INFINITE_CARDINALITY
             and self.jit_compile is True
             and self.steps_per_execution > 1
-            and self._distribute_strategy is None
-            and not tf.distribute.has_strategy()
+            and self._on_one_device()
         )
 
+    def _on_one_device(self) -> bool:
+        """Whether the learner trains without a distribution strategy."""
+        return self._distribute_strategy is None and not tf.distribute.has_strategy()
+
     def make_train_function(self, force=False):
-        """Keras's, or with stacked batches one XLA program of several meta-steps (`fit`)."""
-        if not getattr(self, "_stacked_steps", False):
-            return super().make_train_function(force)
+        """Keras's step function, with the batch checked before XLA compiles the rest.
+
+        XLA drops run-time checks (`check_numerics`, `tf.debugging` asserts), so under
+        `jit_compile` on one device the checks of `_checked_batch` run in Keras's
+        uncompiled function and the rest of `train_step` in a compiled one, which starts
+        only once they pass. With stacked batches (`fit`), the compiled function runs
+        several meta-steps. Under a distribution strategy Keras compiles its whole step
+        (the optimizer's cross-replica update cannot run in a nested function), and the
+        checks are dropped.
+        """
         if self.train_function is not None and not force:
             return self.train_function
+        self._compiled_step = None
+        if not getattr(self, "_stacked_steps", False):
+            function, self._compiled_step = self._checked_then_compiled(
+                super().make_train_function, self._step, force
+            )
+            return function
         steps = self.steps_per_execution
 
         @tf.function(jit_compile=True, reduce_retracing=True)
@@ -329,10 +345,44 @@ class MetaLearner(MultiWorkerFit):
 
         @tf.function
         def function(iterator):
-            return several_steps(iterator.get_next())
+            batches = iterator.get_next()
+            # The k batches checked as one of k times the tasks.
+            merged = tf.nest.map_structure(
+                lambda stacked: tf.reshape(
+                    stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0)
+                ),
+                batches,
+            )
+            with tf.control_dependencies(tf.nest.flatten(self._checked_batch(merged))):
+                batches = tf.nest.map_structure(tf.identity, batches)
+            return several_steps(batches)
 
         self.train_function = function
         return function
+
+    def make_test_function(self, force=False):
+        """Keras's evaluation function, with the batch checked before XLA (as for training)."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        function, self._compiled_test_step = self._checked_then_compiled(
+            super().make_test_function, self._test_step, force
+        )
+        return function
+
+    def _checked_then_compiled(self, make, step, force):
+        """Keras's `make(force)`, and `step` compiled by XLA (or None).
+
+        The step is compiled under `jit_compile` on one device, for Keras's uncompiled
+        function to call once `_checked_batch` passes.
+        """
+        if not self.jit_compile or self.run_eagerly or not self._on_one_device():
+            return make(force), None
+        compiled = tf.function(step, jit_compile=True, reduce_retracing=True)
+        self.jit_compile = False  # Keras's function around the compiled step
+        try:
+            return make(force), compiled
+        finally:
+            self.jit_compile = True
 
     # The contract: four hooks on one task.
 
@@ -448,6 +498,36 @@ class MetaLearner(MultiWorkerFit):
 
     def train_step(self, data):
         """One meta-training step on a checked episode batch (see the class docstring)."""
+        if getattr(self, "_compiled_step", None) is not None:
+            return self._compiled_step(self._checked_batch(data))
+        return self._step(data)
+
+    def _checked_batch(self, data):
+        """`data` once every run-time check of a training step on it has passed.
+
+        They are the checks `_step` makes itself: under XLA, which drops them, they run
+        before the compiled step instead (`make_train_function`).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+            episode.checked_labelled_episode(data)
+        )
+        support_x, support_y, query_x = episode.episode_tensors(x)
+        checks = [
+            self._has_tasks(y, self._task_count(y)),
+            self._checked_labels(episode.QUERY_Y, y, query_x),
+            episode.one_hot_labels(support_y)
+            if self.metric_based
+            else self._checked_labels(episode.SUPPORT_Y, support_y, support_x),
+        ]
+        with tf.control_dependencies(checks):
+            return keras.utils.pack_x_y_sample_weight(
+                tf.nest.map_structure(tf.identity, x),
+                tf.identity(y),
+                None if sample_weight is None else tf.identity(sample_weight),
+            )
+
+    def _step(self, data):
+        """`train_step`'s work, its checks included (dropped under XLA)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
@@ -530,6 +610,12 @@ class MetaLearner(MultiWorkerFit):
 
         A meta-batch with no task fails it, as it fails a training step.
         """
+        if getattr(self, "_compiled_test_step", None) is not None:
+            return self._compiled_test_step(self._checked_batch(data))
+        return self._test_step(data)
+
+    def _test_step(self, data):
+        """`test_step`'s work, its checks included (dropped under XLA)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
