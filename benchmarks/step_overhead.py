@@ -1,14 +1,17 @@
 """Where the fastest sinusoid MAML configuration loses against JAX: the step or its launch.
 
-`throughput.py` measures tf_meta's best sinusoid configuration (tasks vectorized, XLA, 10
+`throughput.py` measured tf_meta's best sinusoid configuration (tasks vectorized, XLA, 10
 steps per execution) at about half the meta-steps per second of the JAX reference. This
-script separates the compiled step from what runs it. The same learner (second-order MAML,
-MLP 1-40-40-1, meta-batch 25, tasks vectorized, `jit_compile=True`) is run six ways, in
+script separates the compiled step from what runs it (it found the launches, and `fit`
+now runs an execution's steps in one XLA program on an endless stream: RESULTS.md). The
+same learner (second-order MAML, MLP 1-40-40-1, meta-batch 25, tasks vectorized,
+`jit_compile=True`) is run six ways, in
 alternating rounds with the JAX reference of `jax_reference.py` (one `jax.jit` call per
 meta-step from Python):
 
-- `fit` with `steps_per_execution` 10 and 100 (Keras's loop: a `tf.function` that takes
-  each batch from the `tf.data` iterator and launches the compiled step);
+- `fit` with `steps_per_execution` 10 and 100 (until commit e53e306 Keras's loop, a
+  `tf.function` that takes each batch from the `tf.data` iterator and launches the
+  compiled step; since then one XLA program per execution);
 - the learner's `train_step` compiled by `tf.function(jit_compile=True)` and called from
   Python for every meta-step, or from a `tf.while_loop` in a `tf.function` (one launch of
   the compiled step per meta-step, no data pipeline);
