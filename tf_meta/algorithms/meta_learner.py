@@ -254,9 +254,10 @@ class MetaLearner(MultiWorkerFit):
         k > 1, on one device, the k meta-steps of an execution run in one XLA program: the
         stream is batched by k and the compiled program loops over the stacked batches.
         Keras launches the compiled step once per meta-step instead, from a loop over the
-        `tf.data` iterator, which measured 0.58x a JAX meta-step where one program per 100
-        steps measured 1.34x (`benchmarks/step_overhead.py`). The steps, metrics, logs
-        and callbacks are Keras's for `steps_per_execution`: the logs after the last step.
+        `tf.data` iterator, which measured 0.58x JAX's meta-steps per second on the sinusoid
+        MLP (`benchmarks/step_overhead.py`); this way, 100 steps per execution measured
+        1.06x (`benchmarks/throughput.py`). The steps, metrics, logs and callbacks are
+        Keras's for `steps_per_execution`: the logs after the last step.
 
         Raises:
             ValueError: If `x` is an infinite `tf.data.Dataset` and `steps_per_epoch` is
