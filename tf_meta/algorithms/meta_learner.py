@@ -143,6 +143,9 @@ class MetaLearner(MultiWorkerFit):
             )
         self.vectorize_tasks = vectorize_tasks
         self._logged_loop_reasons = set()
+        # Set by `fit` and the `make_*_function`s (see `make_train_function`).
+        self._stacked_steps = False
+        self._compiled_step = self._compiled_test_step = None
         self.gradient_checkpointing = bool(gradient_checkpointing)
         if model.built:
             self._check_trainable_weights()
@@ -156,9 +159,9 @@ class MetaLearner(MultiWorkerFit):
         the vectorized ops of an empty axis before the check that names it. Each reason
         for the loop is logged once.
         """
-        reason = None
         if not self.vectorize_tasks:
             return False
+        reason = None
         if self.vectorize_tasks == "auto":
             reason = self._vectorization_obstacle()
             if reason is None and self.jit_compile:
@@ -291,7 +294,7 @@ class MetaLearner(MultiWorkerFit):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
         stacked = self._stacks_steps(x)
-        if stacked != getattr(self, "_stacked_steps", False):
+        if stacked != self._stacked_steps:
             self.train_function = None
         self._stacked_steps = stacked
         if stacked:
@@ -328,7 +331,7 @@ class MetaLearner(MultiWorkerFit):
         if self.train_function is not None and not force:
             return self.train_function
         self._compiled_step = None
-        if not getattr(self, "_stacked_steps", False):
+        if not self._stacked_steps:
             function, self._compiled_step = self._checked_then_compiled(
                 super().make_train_function, self._step, force
             )
@@ -499,7 +502,7 @@ class MetaLearner(MultiWorkerFit):
 
     def train_step(self, data):
         """One meta-training step on a checked episode batch (see the class docstring)."""
-        if getattr(self, "_compiled_step", None) is not None:
+        if self._compiled_step is not None:
             return self._compiled_step(self._checked_batch(data))
         return self._step(data)
 
@@ -509,33 +512,45 @@ class MetaLearner(MultiWorkerFit):
         They are the checks `_step` makes itself: under XLA, which drops them, they run
         before the compiled step instead (`make_train_function`).
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
-            episode.checked_labelled_episode(data)
-        )
-        support_x, support_y, query_x = episode.episode_tensors(x)
-        checks = [
-            self._has_tasks(y, self._task_count(y)),
-            self._checked_labels(episode.QUERY_Y, y, query_x),
-            episode.one_hot_labels(support_y)
-            if self.metric_based
-            else self._checked_labels(episode.SUPPORT_Y, support_y, support_x),
-        ]
-        with tf.control_dependencies(checks):
+        x, y, sample_weight, _ = self._checked_targets(data)
+        with tf.control_dependencies(self._checked_episode(x)):
             return keras.utils.pack_x_y_sample_weight(
                 tf.nest.map_structure(tf.identity, x),
                 tf.identity(y),
                 None if sample_weight is None else tf.identity(sample_weight),
             )
 
-    def _step(self, data):
-        """`train_step`'s work, its checks included (dropped under XLA)."""
+    def _checked_targets(self, data):
+        """`(x, y, sample_weight, task_count)` of a batch, `y` once its checks have passed.
+
+        The checks of a step's targets: the batch has a task, and its query labels fit the
+        network (`_checked_labels`). `task_count` is the global batch's (`_task_count`).
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             episode.checked_labelled_episode(data)
         )
-        self._warn_on_retrace((x, y, sample_weight))
         task_count = self._task_count(y)
         with tf.control_dependencies([self._has_tasks(y, task_count)]):
             y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
+        return x, y, sample_weight, task_count
+
+    def _checked_episode(self, inputs):
+        """`(support_x, support_y, query_x)` of an episode batch, checked at run time.
+
+        The support labels are one-hot over the batch's ways for a metric learner
+        (`one_hot_labels` checks class labels itself), else checked by `_checked_labels`.
+        """
+        support_x, support_y, query_x = episode.episode_tensors(inputs)
+        if self.metric_based:
+            support_y = episode.one_hot_labels(support_y)
+        else:
+            support_y = self._checked_labels(episode.SUPPORT_Y, support_y, support_x)
+        return support_x, support_y, query_x
+
+    def _step(self, data):
+        """`train_step`'s work, its checks included (dropped under XLA)."""
+        x, y, sample_weight, task_count = self._checked_targets(data)
+        self._warn_on_retrace((x, y, sample_weight))
         self.build_symbolically(x)
         averaged = getattr(self.loss, "reduction", "sum_over_batch_size") == "sum_over_batch_size"
         by_task = type(self).meta_gradient is not MetaLearner.meta_gradient or (
@@ -611,17 +626,13 @@ class MetaLearner(MultiWorkerFit):
 
         A meta-batch with no task fails it, as it fails a training step.
         """
-        if getattr(self, "_compiled_test_step", None) is not None:
+        if self._compiled_test_step is not None:
             return self._compiled_test_step(self._checked_batch(data))
         return self._test_step(data)
 
     def _test_step(self, data):
         """`test_step`'s work, its checks included (dropped under XLA)."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
-            episode.checked_labelled_episode(data)
-        )
-        with tf.control_dependencies([self._has_tasks(y, self._task_count(y))]):
-            y = tf.identity(self._checked_labels(episode.QUERY_Y, y, x[episode.QUERY_X]))
+        x, y, sample_weight, _ = self._checked_targets(data)
         return super().test_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
     def build_symbolically(self, inputs) -> None:
@@ -719,11 +730,7 @@ class MetaLearner(MultiWorkerFit):
             for the batch, and `(support_x, support_y, query_x)`, the support labels
             one-hot over the batch's ways for a metric learner.
         """
-        support_x, support_y, query_x = episode.episode_tensors(inputs)
-        if self.metric_based:  # one_hot_labels checks class labels itself
-            support_y = episode.one_hot_labels(support_y)
-        else:
-            support_y = self._checked_labels(episode.SUPPORT_Y, support_y, support_x)
+        support_x, support_y, query_x = self._checked_episode(inputs)
         read = lambda variables: [tf.convert_to_tensor(v.value) for v in variables]  # noqa: E731
         weights = (
             read(self.model.trainable_variables),
