@@ -18,6 +18,7 @@ writes a table, `cost_growth.json` and `cost_growth.png` to `--output_dir`.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from throughput import (  # also defines --queries, ...
 )
 
 import tf_meta
+from tf_meta.backup import replace_atomically
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -162,9 +164,10 @@ def main(argv):
             key = f"{steps}:{size}"
             if key not in results[name]:
                 results[name][key] = _run(name, steps, size)
-                with open(results_path + ".tmp", "w") as file:
-                    json.dump(results, file, indent=1)
-                os.replace(results_path + ".tmp", results_path)
+                text = json.dumps(results, indent=1)
+                replace_atomically(
+                    results_path, lambda path, text=text: pathlib.Path(path).write_text(text)
+                )
             values = results[name][key]
             lines.append(
                 f"| {name} | {steps} | {size} | {values['peak']:.0f} | {values['before']:.0f} | "

@@ -23,6 +23,7 @@ the paper's TRPO step instead of Adam.
 
 import json
 import os
+import pathlib
 import time
 
 import gymnasium
@@ -33,6 +34,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import tf_meta
+from tf_meta.backup import replace_atomically
 from tf_meta.rl import rollouts
 
 matplotlib.use("Agg")
@@ -175,9 +177,8 @@ class _Evaluate(keras.callbacks.Callback):
                 + list(tf_meta.evaluation.confidence_interval(returns[:, 1]))
                 + [_success_rate(self.evaluator, self.tasks)]
             )
-            with open(self.path + ".tmp", "w") as file:
-                json.dump(self.curve, file)
-            os.replace(self.path + ".tmp", self.path)
+            text = json.dumps(self.curve)
+            replace_atomically(self.path, lambda path: pathlib.Path(path).write_text(text))
 
 
 def _success_rate(learner, tasks):

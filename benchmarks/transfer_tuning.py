@@ -23,6 +23,7 @@ a table, and a JSON with every trial.
 import json
 import math
 import os
+import pathlib
 import tempfile
 import time
 
@@ -33,6 +34,7 @@ import numpy as np
 from absl import app, flags
 
 from tf_meta import optimizers, tuners
+from tf_meta.backup import replace_atomically
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -292,9 +294,10 @@ def main(_):
                         if method == "zero_shot":
                             entry["zero_shot_values"] = oracle.warm_start[0]
                 results[key] = entry
-                with open(results_path + ".tmp", "w") as file:
-                    json.dump(results, file)
-                os.replace(results_path + ".tmp", results_path)
+                text = json.dumps(results)
+                replace_atomically(
+                    results_path, lambda path, text=text: pathlib.Path(path).write_text(text)
+                )
             progress.add(1)
     report(results, history_seconds, records)
 
