@@ -72,7 +72,9 @@ def test_gradients_for_weights_and_rates_match_finite_differences(first_order, f
     with tf.GradientTape() as tape:
         loss = query_loss(learner, x, y)
     computed = tape.gradient(loss, learner.trainable_variables)
-    expected = finite_differences(lambda: query_loss(learner, x, y), learner.trainable_variables)
+    # Compiled once: eager adaptation at each of the many evaluations would be slow.
+    compiled_loss = tf.function(lambda: query_loss(learner, x, y))
+    expected = finite_differences(compiled_loss, learner.trainable_variables)
     rates = {id(rate) for rate in learner.inner_learning_rates}
     for variable, gradient, difference in zip(
         learner.trainable_variables, computed, expected, strict=True

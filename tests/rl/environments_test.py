@@ -49,6 +49,36 @@ def test_fixed_seeds_give_identical_rollouts_and_another_seed_others():
     np.testing.assert_allclose(rewards[:, -1], -np.linalg.norm(last - goal, axis=-1), rtol=1e-5)
 
 
+def test_no_goal_blind_path_beats_the_geometric_median_bound():
+    environment = tf_meta.rl.PointNavigation(horizon=100)
+    # On a line the geometric median is the middle goal (0), not the mean (0.1).
+    goals = np.array([[-0.1, 0.0], [0.0, 0.0], [0.4, 0.0]])
+    bound = environment.goal_blind_bound(goals)
+    np.testing.assert_allclose(bound, -100 * 0.5 / 3, rtol=1e-6)
+
+    def mean_return(act):
+        returns = [
+            rollouts.rollout(environment, act, tf.constant(goal, tf.float32), 4, [0, 1])[2]
+            for goal in goals
+        ]
+        return float(np.mean([np.sum(rewards, axis=-1).mean() for rewards in returns]))
+
+    # Staying at the origin (the median) attains it; heading for the mean or a noisy
+    # stay does worse.
+    np.testing.assert_allclose(mean_return(lambda o, n: 0 * o), bound, rtol=1e-5)
+    assert mean_return(lambda o, n: tf.constant([0.1, 0.0]) - o) < bound - 1
+    assert mean_return(lambda o, n: 0.05 * n) < bound
+    # Four goals symmetric about the origin: the median is the origin.
+    square = np.array([[0.3, 0.3], [-0.3, 0.3], [0.3, -0.3], [-0.3, -0.3]])
+    np.testing.assert_allclose(
+        environment.goal_blind_bound(square), -100 * 0.3 * np.sqrt(2), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="`goals` must be \\[count, 2\\]"):
+        environment.goal_blind_bound(np.zeros(2))
+    with pytest.raises(ValueError, match="`goals` must be finite"):
+        environment.goal_blind_bound(np.full((2, 2), np.nan))
+
+
 def test_bad_input_is_named():
     environment = tf_meta.rl.PointNavigation()
     goals = tf.zeros([2, 2])

@@ -111,13 +111,14 @@ def _train(learner, environment):
     )
 
 
-def _plot_returns(results, path):
+def _plot_returns(results, bound, path):
     figure, axis = plt.subplots(figsize=(5, 4))
     steps = np.arange(ADAPTATION_STEPS + 1)
     for name, rows in results.items():
         means = [mean for mean, _ in rows]
         half_widths = [half for _, half in rows]
         axis.errorbar(steps, means, yerr=half_widths, marker="o", capsize=3, label=name)
+    axis.axhline(bound, color="gray", linestyle="--", label="best goal-blind policy")
     axis.set_xticks(steps)
     axis.set_xlabel("policy-gradient adaptation steps")
     axis.set_ylabel("mean episode return (95% interval)")
@@ -181,6 +182,7 @@ def main(argv):
             tf_meta.evaluation.confidence_interval(returns[:, steps].numpy())
             for steps in range(ADAPTATION_STEPS + 1)
         ]
+    bound = environment.goal_blind_bound(goals)
     header = "| policy | " + " | ".join(
         f"return after {steps} step{'' if steps == 1 else 's'}"
         for steps in range(ADAPTATION_STEPS + 1)
@@ -199,16 +201,26 @@ def main(argv):
         f"mean episode return (horizon 100) on {FLAGS.eval_tasks} held-out goals, mean ± 95% "
         f"confidence interval over goals. Training time: {training}.\n\n"
         + "\n".join(rows)
-        + f"\n\nCommand: `{command}`\n"
+        + f"\n\nBefore adaptation the policy does not see the goal, and no such policy's expected "
+        f"return exceeds {bound:.1f} on these goals (`PointNavigation.goal_blind_bound`).\n"
+        + f"\nCommand: `{command}`\n"
     )
-    summary = json.dumps({"meta_steps": FLAGS.meta_steps, "results": results, "seconds": seconds})
+    summary = json.dumps(
+        {
+            "meta_steps": FLAGS.meta_steps,
+            "results": results,
+            "goal_blind_bound": bound,
+            "seconds": seconds,
+        }
+    )
     for name, content in (("results.md", report), ("results.json", summary)):
         tf_meta.backup.replace_atomically(
             os.path.join(FLAGS.output_dir, name),
             lambda path, text=content: jobs.write_text(path, text),
         )
     tf_meta.backup.replace_atomically(
-        os.path.join(FLAGS.output_dir, "returns.png"), lambda path: _plot_returns(results, path)
+        os.path.join(FLAGS.output_dir, "returns.png"),
+        lambda path: _plot_returns(results, bound, path),
     )
     tf_meta.backup.replace_atomically(
         os.path.join(FLAGS.output_dir, "trajectories.png"),

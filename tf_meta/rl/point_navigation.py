@@ -1,6 +1,7 @@
 """2D point navigation, the meta-RL task family of MAML's section 5.3."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_meta.rl.environment import TaskEnvironment
@@ -59,6 +60,37 @@ class PointNavigation(TaskEnvironment):
         """Moves by the clipped velocity; the reward is minus the distance to the goal."""
         states = states + tf.clip_by_value(actions, -self.max_speed, self.max_speed)
         return states, -tf.norm(states - tasks, axis=-1)
+
+    def goal_blind_bound(self, goals, iterations: int = 200) -> float:
+        """The best expected mean return on `goals` of any policy that does not see the goal.
+
+        The observation is the position alone, so before adaptation a policy follows the same
+        (random) path whatever the goal. Each step then earns at most minus the mean
+        distance from the goals' geometric median, so no such policy, MAML's initialization
+        or a policy pretrained on all goals, can average more than `horizon` times that. A
+        path that reaches the median in its first move and stays there attains it when
+        the median is within `max_speed` of the origin in each coordinate.
+
+        Args:
+            goals: Goals `[count, 2]`.
+            iterations: Weiszfeld iterations for the geometric median.
+
+        Returns:
+            The bound, a float.
+
+        Raises:
+            ValueError: If `goals` is not a non-empty `[count, 2]` array of finite values.
+        """
+        goals = np.asarray(goals, np.float64)
+        if goals.ndim != 2 or goals.shape[1] != 2 or not len(goals):
+            raise ValueError(f"`goals` must be [count, 2] with count > 0, not {goals.shape}")
+        if not np.all(np.isfinite(goals)):
+            raise ValueError("`goals` must be finite")
+        median = goals.mean(axis=0)
+        for _ in range(iterations):  # Weiszfeld's fixed-point iteration
+            weights = 1.0 / np.maximum(np.linalg.norm(goals - median, axis=1), 1e-12)
+            median = weights @ goals / weights.sum()
+        return -self.horizon * float(np.linalg.norm(goals - median, axis=1).mean())
 
     def get_config(self):
         """The constructor's arguments."""
