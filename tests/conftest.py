@@ -16,6 +16,22 @@ tf.config.set_logical_device_configuration(
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Marks `slow` the parameters that a test's `ci_params` marker leaves out of CI.
+
+    `@pytest.mark.ci_params("name", "MAML", "Reptile")` on a test parametrized over `name`
+    keeps those two values in CI and runs the others only under `pytest -m slow`. Runs
+    before `-m` deselects.
+    """
+    for item in items:
+        marker = item.get_closest_marker("ci_params")
+        if marker is not None:
+            argument, *kept = marker.args
+            if item.callspec.params[argument] not in kept:
+                item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     keras.utils.clear_session()

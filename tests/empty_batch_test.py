@@ -63,6 +63,7 @@ def state(learner):
     return [v.numpy().copy() for v in learner.variables + learner.optimizer.variables]
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_an_empty_batch_fails_and_changes_nothing(name):
     learner = compiled(name)
@@ -83,6 +84,7 @@ def test_an_empty_batch_fails_and_changes_nothing(name):
 
 
 # First-order MAML and ANIL take MAML's path through the step.
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(set(LEARNERS) - {"FOMAML", "ANIL"}))
 def test_a_global_batch_smaller_than_the_replicas_steps_like_one_device(name, mirrored_strategy):
     """One task on two replicas: one replica gets it, the other none."""

@@ -50,6 +50,7 @@ def two_workers(tmp_path_factory, free_ports):
     return json.loads(output.read_text())
 
 
+@pytest.mark.ci_params("name", "maml")  # Reptile: `pytest -m slow`
 @pytest.mark.parametrize("name", ["maml", "reptile"])
 def test_two_workers_train_like_one_process(two_workers, name):
     assert two_workers["replicas"] == 2

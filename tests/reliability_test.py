@@ -55,6 +55,7 @@ def assert_unchanged(before, learner):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 @pytest.mark.parametrize("key", ["support_y", "query_y"])
 def test_fractional_class_labels_are_refused_by_every_learner(name, key):
@@ -82,6 +83,7 @@ def test_a_head_narrower_than_the_ways_is_named(name):
     assert_unchanged(before, learner)
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 def test_adapt_refuses_nan_support_inputs(name):
     learner = compiled(name)

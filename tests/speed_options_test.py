@@ -87,6 +87,8 @@ def assert_same_update(actual, expected):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * scale)
 
 
+# Meta-SGD's and ANIL's cases run under `pytest -m slow`.
+@pytest.mark.ci_params("name", "MAML", "MAML++", "Reptile", "PrototypicalNetwork")
 @pytest.mark.parametrize(
     "name,option",
     # First-order MAML and ANIL take MAML's path through the options.
@@ -106,6 +108,7 @@ def test_option_gives_the_plain_meta_gradient(name, option):
     assert_same_update(meta_update(name, **OPTIONS[option]), meta_update(name))
 
 
+@pytest.mark.ci_params("name", "MAML")  # MAML++: `pytest -m slow`
 @pytest.mark.parametrize("name", ["MAML", "MAML++"])
 def test_task_by_task_meta_gradient_weighs_queries_like_the_batch_loss(name):
     """The default step differentiates each task inside the task loop; with query weights
@@ -142,6 +145,7 @@ def test_summed_loss_gives_the_gradient_of_the_sum():
     assert_same_update(summed, [value * 4 * WAYS * 3 for value in averaged])
 
 
+@pytest.mark.ci_params("name", "MAML")  # MAML++: `pytest -m slow`
 @pytest.mark.parametrize("name", ["MAML", "MAML++"])
 def test_gradient_checkpointing_under_xla_gives_the_plain_meta_gradient(name):
     assert_same_update(
@@ -297,6 +301,7 @@ def test_several_meta_steps_in_one_xla_program_train_like_one_step_at_a_time():
         )
 
 
+@pytest.mark.ci_params("steps_per_execution", 4)  # one step per execution: `-m slow`
 @pytest.mark.parametrize("steps_per_execution", [1, 4])
 @pytest.mark.parametrize(
     "key, value, message",

@@ -120,6 +120,7 @@ def test_torn_backups_are_skipped_with_a_warning(tmp_path):
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+@pytest.mark.ci_params("checkpoint", "epoch-2.keras")  # weights only: `pytest -m slow`
 @pytest.mark.parametrize("checkpoint", ["epoch-2.keras", "epoch-2.weights.h5"])
 def test_checkpoint_continues_bit_for_bit_in_a_fresh_process(tmp_path, uninterrupted, checkpoint):
     directory, final = uninterrupted

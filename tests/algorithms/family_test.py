@@ -29,6 +29,8 @@ def encoder():
     )
 
 
+# CI runs one learner of each kind (nested-tape MAML, Reptile's interpolation, a metric
+# learner): the others share their steps; `pytest -m slow` runs all eight.
 LEARNERS = {
     "MAML": lambda: tf_meta.MAML(classifier(), inner_learning_rate=0.3, inner_steps=2),
     "FOMAML": lambda: tf_meta.MAML(classifier(), inner_learning_rate=0.3, first_order=True),
@@ -66,6 +68,7 @@ def clusters(tasks, seed=0):
     return tf_meta.data.episodes((points, labels), WAYS, 2, 3, tasks, seed=seed)
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_saving_round_trip_gives_identical_predictions(name, tmp_path):
     learner = compiled(name)
@@ -82,6 +85,7 @@ def test_saving_round_trip_gives_identical_predictions(name, tmp_path):
     )
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_mirrored_step_equals_single_device_step(name, mirrored_strategy):
     batch = clusters(8).take(1).cache()
@@ -95,6 +99,7 @@ def test_mirrored_step_equals_single_device_step(name, mirrored_strategy):
         np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_jit_compile_gives_the_same_steps_as_graph_mode(name):
     batch = clusters(4).take(3).cache()
@@ -111,6 +116,7 @@ def test_jit_compile_gives_the_same_steps_as_graph_mode(name):
         np.testing.assert_allclose(xla, graph, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.ci_params("name", "MAML", "PrototypicalNetwork", "Reptile")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_training_changes_weights_from_the_shared_initialization(name):
     learner = compiled(name)

@@ -34,7 +34,7 @@ def test_meta_gradient_equals_the_closed_form_of_the_proximal_problem():
     learner = tf_meta.IMAML(
         linear_model(),
         inner_learning_rate=0.1,
-        inner_steps=400,
+        inner_steps=150,  # converged to float64 round-off: the contraction is at most 0.85
         regularization=regularization,
         conjugate_gradient_steps=3,  # exact in exact arithmetic for 3 parameters
         inner_loss="mse",

@@ -36,6 +36,7 @@ def one_meta_step(learner):
     return [variable.numpy() for variable in learner.model.trainable_variables]
 
 
+@pytest.mark.ci_params("learner_class", tf_meta.MAML)  # the others: `pytest -m slow`
 @pytest.mark.parametrize("learner_class", [tf_meta.MAML, tf_meta.MetaSGD, tf_meta.ANIL])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_body_trains_as_from_a_zero_head_and_head_variables_stay(learner_class, first_order):

@@ -116,6 +116,7 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.ci_params("outer_step", "trpo")  # the others: `pytest -m slow`
 @pytest.mark.parametrize("outer_step", ["optimizer", "trpo", "ppo"])
 def test_a_killed_fit_resumes_where_it_stopped(tmp_path, outer_step):
     """BackupAndRestore resumes with the weights and the step count of the killed run (the
@@ -205,6 +206,7 @@ def test_a_nan_reward_stops_the_step_and_changes_nothing():
     assert int(learner.optimizer.iterations) == 0
 
 
+@pytest.mark.ci_params("outer_step", "ppo")  # the optimizer step: `pytest -m slow`
 @pytest.mark.parametrize("outer_step", ["optimizer", "ppo"])
 def test_a_step_under_mirrored_strategy_equals_the_single_device_step(
     mirrored_strategy, outer_step

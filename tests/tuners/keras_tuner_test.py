@@ -148,6 +148,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.ci_params("tuner", "Evolution")  # Reinforce: `pytest -m slow`
 @pytest.mark.parametrize("tuner", ["Evolution", "Reinforce"])
 def test_chief_and_two_workers_share_trials_without_repeats(tuner, tuner_cluster):
     trials = tuner_cluster(WORKER.format(tuner=tuner))
