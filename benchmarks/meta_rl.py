@@ -301,22 +301,34 @@ def main(_):
         file.write(report + "\n")
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as file:
         json.dump({"rates": rates, "curves": curves, "seconds": seconds}, file, indent=1)
+    _plot_curves(curves, os.path.join(FLAGS.output_dir, "curves.png"))
+
+
+def _plot_curves(curves, path):
+    """Returns before and after one step per family, and ML1's success rate on a second axis."""
     figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4))
     for axis, (name, curve) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         values = np.array(curve)
+        steps = values[:, 0].astype(float)
         for column, label in ((1, "before adaptation"), (3, "after one step")):
             axis.errorbar(
-                values[:, 0].astype(float),
+                steps,
                 values[:, column].astype(float),
                 yerr=values[:, column + 1].astype(float),
                 label=label,
             )
+        handles, labels = axis.get_legend_handles_labels()
+        if values[0, 5] is not None:
+            rates_axis = axis.twinx()
+            rates_axis.plot(steps, 100 * values[:, 5].astype(float), "k:", marker=".")
+            rates_axis.set_ylabel("success after one step (%, dotted)")
+            rates_axis.set_ylim(0, 100)
         axis.set_title(name)
         axis.set_xlabel("meta-steps")
         axis.set_ylabel("mean return on held-out tasks")
-        axis.legend()
+        axis.legend(handles, labels, loc="lower right")
     figure.tight_layout()
-    figure.savefig(os.path.join(FLAGS.output_dir, "curves.png"), dpi=100)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
