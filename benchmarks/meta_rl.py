@@ -305,7 +305,7 @@ def main(_):
 
 
 def _plot_curves(curves, path):
-    """Returns before and after one step per family, and ML1's success rate on a second axis."""
+    """Plots the return before and after one step, and ML1's success rate, to `path`."""
     figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4))
     for axis, (name, curve) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         values = np.array(curve)
